@@ -1,0 +1,148 @@
+"""The application layer's tables: bots, API tokens, conversations and messages."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+
+class BotQuerySet(models.QuerySet):
+    def visible_to(self, user) -> BotQuerySet:
+        """Bots `user` may see. Every lookup of a bot goes through here.
+
+        Anything not in this queryset is answered with 404, never 403, so an outsider
+        cannot even learn that a bot exists.
+        """
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        return self.filter(Q(owner=user))
+
+
+class Bot(models.Model):
+    """A chatbot over a set of documents.
+
+    The chunking and retrieval settings live here because a bot owner tunes them;
+    the ML layer reads them through documents.services / retrieval.services.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bots")
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=140, unique=True)
+    instructions = models.TextField(blank=True, help_text="What the bot is for and how it should answer.")
+    chunk_size_tokens = models.PositiveIntegerField(default=200)
+    chunk_overlap_tokens = models.PositiveIntegerField(default=40)
+    top_k = models.PositiveIntegerField(default=5)
+    refusal_threshold = models.FloatField(
+        default=0.4,
+        help_text="Below this similarity between question and best sentence, the bot says the documents don't cover it.",
+    )
+    config_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("bots:detail", args=[self.slug])
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.slug:
+            self.slug = self._unique_slug()
+        super().save(*args, **kwargs)
+
+    def _unique_slug(self) -> str:
+        base = slugify(self.name)[:120] or "bot"
+        slug, n = base, 2
+        while Bot.objects.filter(slug=slug).exists():
+            slug, n = f"{base}-{n}", n + 1
+        return slug
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        return self.filter(revoked_at__isnull=True, user__is_active=True)
+
+
+class ApiToken(models.Model):
+    """A bearer token for the REST and OpenAI-compatible APIs.
+
+    Only a SHA-256 hash is stored; the plain token is shown once, when created.
+    """
+
+    PREFIX = "dct_"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, default="API token")
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=12, help_text="The first characters, to tell tokens apart.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, name: str = "API token") -> tuple[ApiToken, str]:
+        """Create a token for `user`; returns the row and the plain key (never stored)."""
+        key = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, key_hash=cls.hash_key(key), hint=key[:10])
+        return token, key
+
+    def touch(self) -> None:
+        self.last_used_at = timezone.now()
+        self.save(update_fields=["last_used_at"])
+
+
+class Conversation(models.Model):
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="conversations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    """One turn of a conversation. Assistant messages carry their citations and trace."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    text = models.TextField()
+    # [{"n", "chunk_id", "document_id", "document_name", "page", "snippet"}, ...]
+    citations = models.JSONField(default=list, blank=True)
+    trace = models.ForeignKey("retrieval.Trace", null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]

@@ -1,0 +1,124 @@
+"""Request and response shapes of the public API (see ARCHITECTURE.md: keep them stable)."""
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+
+class BotIn(Schema):
+    name: str = Field(min_length=1, max_length=120)
+    instructions: str = ""
+
+
+class BotOut(Schema):
+    id: int
+    slug: str
+    name: str
+    instructions: str
+    owner: str
+    top_k: int
+    chunk_size_tokens: int
+    chunk_overlap_tokens: int
+    refusal_threshold: float
+    config_version: int
+    created_at: datetime
+
+    @staticmethod
+    def resolve_owner(bot) -> str:
+        return bot.owner.get_username()
+
+
+class DocumentOut(Schema):
+    id: int
+    bot_id: int
+    filename: str
+    status: str
+    progress: float
+    chunk_count: int
+    error: str
+    version: int
+    content_hash: str
+    pages_total: int
+    pages_done: int
+    chunks_total: int
+    chunks_done: int
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_version(document) -> int:
+        return document.current_version.number if document.current_version else 0
+
+    @staticmethod
+    def resolve_content_hash(document) -> str:
+        return document.current_version.content_hash if document.current_version else ""
+
+
+class UploadOut(Schema):
+    id: int
+    filename: str
+    status: str
+    version: int
+    unchanged: bool
+
+
+class SearchIn(Schema):
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(8, ge=1, le=50)
+    document_ids: list[int] | None = None
+
+
+class SearchHit(Schema):
+    chunk_id: int
+    document_id: int
+    document_name: str
+    page: int | None
+    heading_path: str
+    score: float
+    vector_score: float | None
+    keyword_score: float | None
+    text: str
+
+
+class SearchOut(Schema):
+    results: list[SearchHit]
+    timings_ms: dict[str, float]
+
+
+class ChatIn(Schema):
+    message: str = Field(min_length=1, max_length=4000)
+    conversation_id: int | None = None
+    stream: bool = False
+
+
+class CitationOut(Schema):
+    n: int
+    document_id: int
+    document_name: str
+    page: int | None
+    chunk_id: int
+    snippet: str
+
+
+class ChatOut(Schema):
+    conversation_id: int
+    message_id: int
+    answer: str
+    citations: list[CitationOut]
+    trace_id: int | None
+
+
+class TraceOut(Schema):
+    id: int
+    question: str
+    rewritten_question: str
+    answer: str
+    chunks: list[dict]
+    prompt: str
+    provider: str
+    model: str
+    timings_ms: dict
+    tokens: dict
+    config_version: int
+    refused: bool
+    created_at: datetime

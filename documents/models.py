@@ -1,0 +1,182 @@
+"""Documents, their uploaded versions, and the chunks retrieval searches.
+
+A Document is a file name within a bot. Each upload of that name is a
+DocumentVersion (the file and its hash). Ingestion turns one version into Chunks;
+the document's `active_version` is the version whose chunks answer questions, and
+it only changes, together with the chunks, inside one transaction.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIMENSIONS = 384
+
+
+class Document(models.Model):
+    """A file in a bot's knowledge, and the state of its latest ingestion.
+
+    Status moves queued → parsing → chunking → embedding → ready, or to failed from
+    any non-final state. A new upload of the same name sends it back to queued while
+    the previous version's chunks keep answering. Transitions are the mark_*() and
+    fail() methods below; each saves at once so the UI sees it and a crash leaves
+    the last state behind as evidence.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PARSING = "parsing"
+        CHUNKING = "chunking"
+        EMBEDDING = "embedding"
+        READY = "ready"
+        FAILED = "failed"
+
+    FINAL_STATUSES = {Status.READY, Status.FAILED}
+
+    bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="documents")
+    filename = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    pages_total = models.PositiveIntegerField(default=0)
+    pages_done = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0, help_text="Chunks of the active version.")
+    current_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    active_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["bot", "filename"], name="unique_filename_per_bot")]
+
+    def __str__(self) -> str:
+        return self.filename
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def progress(self) -> float:
+        """0 to 1: parsing is the first 10%, chunking the next 10%, embedding the rest."""
+        if self.status == self.Status.READY:
+            return 1.0
+        if self.status == self.Status.PARSING and self.pages_total:
+            return round(0.1 * self.pages_done / self.pages_total, 3)
+        if self.status == self.Status.CHUNKING:
+            return 0.1
+        if self.status == self.Status.EMBEDDING and self.chunks_total:
+            return round(0.2 + 0.8 * self.chunks_done / self.chunks_total, 3)
+        return 0.0
+
+    def _set(self, **fields) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.updated_at = timezone.now()
+        self.save(update_fields=[*fields, "updated_at"])
+
+    def mark_queued(self) -> None:
+        self._set(status=self.Status.QUEUED, error="", pages_done=0, pages_total=0, chunks_done=0, chunks_total=0)
+
+    def mark_parsing(self, pages_total: int = 0) -> None:
+        self._set(status=self.Status.PARSING, error="", pages_total=pages_total, pages_done=0)
+
+    def record_pages(self, pages_done: int) -> None:
+        self._set(pages_done=pages_done)
+
+    def mark_chunking(self) -> None:
+        self._set(status=self.Status.CHUNKING)
+
+    def mark_embedding(self, chunks_total: int) -> None:
+        self._set(status=self.Status.EMBEDDING, chunks_total=chunks_total, chunks_done=0)
+
+    def record_embedded(self, chunks_done: int) -> None:
+        self._set(chunks_done=chunks_done)
+
+    def mark_ready(self, version: DocumentVersion, chunk_count: int) -> None:
+        self._set(
+            status=self.Status.READY,
+            error="",
+            active_version=version,
+            chunk_count=chunk_count,
+            chunks_done=chunk_count,
+            chunks_total=chunk_count,
+        )
+
+    def fail(self, reason: str) -> None:
+        self._set(status=self.Status.FAILED, error=reason)
+
+
+def _version_upload_to(version: DocumentVersion, filename: str) -> str:
+    return f"documents/bot-{version.document.bot_id}/doc-{version.document_id}/v{version.number}-{filename}"
+
+
+class DocumentVersion(models.Model):
+    """One upload of a document: the stored file and the hash that detects re-uploads."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    file = models.FileField(upload_to=_version_upload_to, max_length=500)
+    content_hash = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["document", "-number"]
+        constraints = [models.UniqueConstraint(fields=["document", "number"], name="unique_version_number")]
+
+    def __str__(self) -> str:
+        return f"{self.document.filename} v{self.number}"
+
+
+class Chunk(models.Model):
+    """A passage of a document version with its embedding and full-text vector.
+
+    `bot` and `document` repeat what `version` implies so that search filters on
+    one indexed column. Only chunks of a document's active version exist outside
+    an ingestion transaction, so search needs no join to find the active ones.
+    """
+
+    bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading_path = models.CharField(max_length=500, blank=True)
+    text = models.TextField()
+    token_count = models.PositiveIntegerField()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("heading_path", weight="A", config="english")
+        + SearchVector("text", weight="B", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["document", "ordinal"]
+        indexes = [
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(name="chunk_search_vector_gin", fields=["search_vector"]),
+            models.Index(name="chunk_bot", fields=["bot"]),
+        ]
+        constraints = [models.UniqueConstraint(fields=["version", "ordinal"], name="unique_chunk_ordinal")]
+
+    def __str__(self) -> str:
+        return f"{self.document.filename} #{self.ordinal}"

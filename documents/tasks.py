@@ -1,0 +1,26 @@
+"""Celery tasks for ingestion: thin, idempotent, and given ids only."""
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+
+from documents import services
+
+
+class IngestTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Retries exhausted or an unexpected bug: never leave the row in a running state.
+        services.fail_internal(args[0])
+
+
+@shared_task(
+    base=IngestTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError, ConnectionError),
+    retry_backoff=True,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+)
+def ingest(version_id: int) -> None:
+    services.ingest_version(version_id)

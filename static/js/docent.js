@@ -1,0 +1,37 @@
+// Drag-and-drop onto a bot's knowledge panel. The dropzone is a real file input
+// inside a real form, so choosing files works without this script; this only
+// adds dropping and submits as soon as files are chosen (htmx sends the form).
+document.addEventListener("DOMContentLoaded", () => {
+  const zone = document.getElementById("dropzone");
+  if (!zone) return;
+  const form = zone.closest("form");
+  const input = zone.querySelector("input[type=file]");
+
+  const submit = () => {
+    if (input.files.length) form.requestSubmit();
+  };
+  input.addEventListener("change", submit);
+
+  ["dragenter", "dragover"].forEach((name) =>
+    zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    }),
+  );
+  ["dragleave", "drop"].forEach((name) =>
+    zone.addEventListener(name, () => zone.classList.remove("over")),
+  );
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+    input.files = event.dataTransfer.files;
+    submit();
+  });
+  // A new upload clears the last error; once sent, the same file can be dropped again.
+  form.addEventListener("htmx:beforeRequest", () => {
+    document.getElementById("upload-error").innerHTML = "";
+  });
+  form.addEventListener("htmx:afterRequest", () => {
+    input.value = "";
+  });
+});
