@@ -5,7 +5,7 @@ calls the same services as the browser views.
 """
 
 from django.http import Http404
-from ninja import File, Router, UploadedFile
+from ninja import File, Router, Status, UploadedFile
 from ninja.errors import HttpError
 
 from bots import schemas, services
@@ -17,7 +17,7 @@ router = Router(tags=["bots"])
 
 @router.post("/bots", response={201: schemas.BotOut})
 def create_bot(request, payload: schemas.BotIn):
-    return 201, services.create_bot(request.user, payload.name, payload.instructions)
+    return Status(201, services.create_bot(request.user, payload.name, payload.instructions))
 
 
 @router.get("/bots", response=list[schemas.BotOut])
@@ -37,7 +37,7 @@ def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
         uploads = documents.add_documents(bot, file)
     except documents.UploadTooLarge as exc:
         raise HttpError(413, str(exc)) from exc
-    return 202, [
+    return Status(202, [
         {
             "id": upload.document.id,
             "filename": upload.document.filename,
@@ -46,7 +46,7 @@ def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
             "unchanged": upload.unchanged,
         }
         for upload in uploads
-    ]
+    ])
 
 
 @router.get("/bots/{bot_id}/documents", response=list[schemas.DocumentOut])

@@ -84,7 +84,11 @@ def _join_wrapped_lines(lines: list[str]) -> list[str]:
 
 def _looks_like_heading(line: str) -> bool:
     """A short line without closing punctuation ("Vacation and leave", "# Tools")."""
-    return line.startswith("#") or (len(line) <= 50 and len(line.split()) <= 7 and not line.endswith(tuple(".,;:!?")))
+    if line.startswith("#"):
+        return True
+    if line.startswith(("-", "*", "•")) or line[:1].isdigit():
+        return False  # a list item
+    return len(line) <= 50 and len(line.split()) <= 7 and not line.endswith(tuple(".,;:!?"))
 
 
 def _is_cjk(text: str) -> bool:

@@ -1,0 +1,61 @@
+"""Owner sees everything of their bot; an outsider gets 404 for all of it, in the API and the pages."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from documents import services as documents
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def document(bot):
+    return documents.add_document(bot, SimpleUploadedFile("canteen.txt", b"The canteen opens at 11:30.")).document
+
+
+def api_requests(bot, document):
+    return [
+        ("get", f"/api/v1/bots/{bot.id}", None),
+        ("get", f"/api/v1/bots/{bot.id}/documents", None),
+        ("get", f"/api/v1/documents/{document.id}", None),
+        ("post", f"/api/v1/bots/{bot.id}/search", {"query": "canteen"}),
+    ]
+
+
+def test_owner_reaches_the_bot_its_documents_and_search(owner_api, bot, document):
+    for method, url, body in api_requests(bot, document):
+        response = getattr(owner_api, method)(url, body, "application/json") if body else owner_api.get(url)
+        assert response.status_code == 200, url
+
+
+def test_outsider_gets_404_for_the_bot_its_documents_and_search(outsider_api, bot, document):
+    for method, url, body in api_requests(bot, document):
+        response = getattr(outsider_api, method)(url, body, "application/json") if body else outsider_api.get(url)
+        assert response.status_code == 404, url
+        assert "detail" in response.json()
+    upload = outsider_api.post(f"/api/v1/bots/{bot.id}/documents", {"file": SimpleUploadedFile("x.txt", b"x")})
+    chat = outsider_api.post(f"/api/v1/bots/{bot.id}/chat", {"message": "hi"}, "application/json")
+    assert (upload.status_code, chat.status_code) == (404, 404)
+    assert bot.documents.count() == 1
+
+
+def test_outsider_does_not_see_the_bot_in_lists(outsider_api, bot):
+    assert outsider_api.get("/api/v1/bots").json() == []
+
+
+def test_outsider_gets_404_for_the_pages(client, outsider, owner, bot, document):
+    client.force_login(outsider)
+    assert client.get(f"/bots/{bot.slug}/").status_code == 404
+    assert client.get(f"/documents/{document.id}/row/").status_code == 404
+    assert client.post(f"/bots/{bot.slug}/chat/", {"message": "hi"}).status_code == 404
+    assert client.post(f"/bots/{bot.slug}/documents/", {"file": SimpleUploadedFile("x.txt", b"x")}).status_code == 404
+    assert f"/bots/{bot.slug}/" not in client.get("/").content.decode()
+    client.force_login(owner)
+    assert client.get(f"/bots/{bot.slug}/").status_code == 200
+    assert client.get(f"/documents/{document.id}/row/").status_code == 200
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, bot):
+    response = client.get(f"/bots/{bot.slug}/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")

@@ -1,0 +1,122 @@
+"""Shared fixtures: three users (owner, member, outsider), API clients, and a real Celery worker.
+
+The worker is a separate `celery worker` process on the embedded Redis, pointed at
+the test database, exactly as `make run` starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.test import Client
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("olivia", password="owner-pass-123")
+
+
+@pytest.fixture
+def member(django_user_model):
+    return django_user_model.objects.create_user("mike", password="member-pass-123")
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return django_user_model.objects.create_user("oscar", password="outsider-pass-123")
+
+
+@pytest.fixture
+def bot(owner):
+    from bots import services
+
+    return services.create_bot(owner, "Handbook", "Answers questions about the employee handbook.")
+
+
+def api_client_for(user) -> Client:
+    from bots.models import ApiToken
+
+    _, key = ApiToken.issue(user)
+    return Client(headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture
+def owner_api(owner) -> Client:
+    return api_client_for(owner)
+
+
+@pytest.fixture
+def outsider_api(outsider) -> Client:
+    return api_client_for(outsider)
+
+
+def database_url(settings_dict: dict) -> str:
+    host = settings_dict.get("HOST") or ""
+    if host.startswith("/"):
+        host = quote(host, safe="")
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
+    return f"postgresql://{settings_dict['USER']}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real `celery worker` process consuming the ingest queue against the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DOCENT_DATA_DIR": str(settings.DATA_DIR),
+        "DOCENT_LOG_LEVEL": "INFO",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker",
+        "--queues", "ingest,default", "--concurrency", "1", "--purge",
+        "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h", "--loglevel", "INFO",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while " ready." not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Celery worker did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.2)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_until_final(document_id: int, timeout: float = 120):
+    """Poll the database until the document is ready or failed; returns it."""
+    from documents.models import Document
+
+    deadline = time.monotonic() + timeout
+    while True:
+        document = Document.objects.get(pk=document_id)
+        if document.is_final:
+            return document
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{document.filename} still {document.status} after {timeout}s")
+        time.sleep(0.25)

@@ -1,0 +1,64 @@
+import pytest
+
+from retrieval.answerers import NOT_COVERED, ScoredChunk, extractive_answer, split_sentences
+
+
+def chunk(chunk_id: int, text: str, page: int = 1, document_id: int = 1) -> ScoredChunk:
+    return ScoredChunk(
+        chunk_id=chunk_id, document_id=document_id, document_name=f"doc{document_id}.pdf", page=page,
+        text=text, ordinal=chunk_id,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def encode():
+    from retrieval.services import embed_texts
+
+    return embed_texts
+
+
+CHUNKS = [
+    chunk(1, "Vacation and leave\nFull-time employees receive 25 days of paid vacation per calendar year. "
+          "Parental leave is 16 weeks at full pay.", page=2),
+    chunk(2, "Passwords must be at least 14 characters long. Report a lost laptop within one hour.", page=4),
+]  # fmt: skip
+
+
+def test_sentences_rejoin_wrapped_lines_and_skip_headings():
+    text = "Vacation and leave\nEmployees receive 25 days of paid\nvacation per year. Ask HR first.\n\n- bring your badge"
+    assert split_sentences(text) == [
+        "Employees receive 25 days of paid vacation per year.",
+        "Ask HR first.",
+        "- bring your badge",
+    ]
+
+
+def test_on_topic_question_is_answered_with_cited_sentences(encode):
+    question = encode(["How many vacation days do full-time employees get?"])[0]
+    answer = extractive_answer(question, CHUNKS, encode, threshold=0.4)
+    assert not answer.refused
+    assert "25 days of paid vacation" in answer.text
+    assert "[1]" in answer.text
+    assert answer.citations[0].chunk.page == 2
+    assert "Vacation and leave" not in answer.text
+
+
+def test_off_topic_question_is_refused_without_citations(encode):
+    question = encode(["What is the boiling point of mercury?"])[0]
+    answer = extractive_answer(question, CHUNKS, encode, threshold=0.4)
+    assert answer.refused
+    assert answer.text == NOT_COVERED
+    assert answer.citations == []
+
+
+def test_citation_numbers_follow_document_order(encode):
+    question = encode(["What are the rules for passwords and vacation days?"])[0]
+    answer = extractive_answer(question, CHUNKS, encode, threshold=0.2, max_sentences=4)
+    numbers = [citation.n for citation in answer.citations]
+    assert numbers == sorted(numbers)
+    assert {citation.chunk.chunk_id for citation in answer.citations} == {1, 2}
+    assert answer.citations[0].chunk.chunk_id == 1
+
+
+def test_no_chunks_means_no_answer(encode):
+    assert extractive_answer(encode(["anything"])[0], [], encode, threshold=0.4).refused
