@@ -62,16 +62,22 @@ def _glued(spans: list[tuple[int, int]], index: int) -> bool:
 
 
 def _back_off_to_word_boundary(spans, start: int, end: int) -> int:
+    """Move the window's end back to a word boundary, but never below half the window.
+
+    Text without spaces (CJK, long identifiers, URLs) has no boundary to find; there
+    the window is cut where it is rather than shrunk to nothing.
+    """
     if end >= len(spans):
         return end
+    floor = start + max(1, (end - start) // 2)
     candidate = end
-    while candidate > start + 1 and _glued(spans, candidate):
+    while candidate > floor and _glued(spans, candidate):
         candidate -= 1
-    # A single word longer than the window: cut it rather than loop forever.
-    return candidate if candidate > start else end
+    return end if _glued(spans, candidate) else candidate
 
 
 def _forward_to_word_start(spans, start: int, limit: int) -> int:
+    """Move the next window's start forward to a word start, if one is near."""
     candidate = start
     while candidate < limit and _glued(spans, candidate):
         candidate += 1

@@ -122,6 +122,8 @@ def parse_pdf(path: Path) -> Iterator[ParsedPage]:
                 f"Page {index + 1} of this PDF is damaged and can't be read. Try saving or exporting it again."
             ) from exc
         text = normalize_whitespace(raw)
+        if _undecodable(text):
+            text = ""  # glyph ids, not words: as good as no text
         found_text = found_text or bool(text)
         yield ParsedPage(number=index + 1, text=text)
     if not found_text:
@@ -129,6 +131,15 @@ def parse_pdf(path: Path) -> Iterator[ParsedPage]:
             "No text could be extracted from this PDF. It is probably scanned images; "
             "Docent does not read text from images (OCR) yet."
         )
+
+
+_GLYPH_IDS = re.compile(r"(?:/g\d+)+")
+
+
+def _undecodable(text: str) -> bool:
+    """True when most of a page is "/g18/g152/g135…": fonts whose glyphs map to no characters."""
+    glyph_chars = sum(len(match) for match in _GLYPH_IDS.findall(text))
+    return glyph_chars > 0.5 * len(text)
 
 
 def decode_text(data: bytes) -> str:

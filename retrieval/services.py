@@ -33,6 +33,11 @@ def embedder() -> Embedder:
     return get_embedder(settings.DOCENT_EMBEDDING_MODEL)
 
 
+def warm_up() -> None:
+    """Load the embedding model ahead of the first request."""
+    embed_texts(["warm-up"])
+
+
 def embed_texts(texts: list[str]) -> np.ndarray:
     return embedder().encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
 

@@ -11,11 +11,14 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from retrieval.services import warm_up
 
 ADMIN_USERNAME = "admin"
 
@@ -32,6 +35,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.ensure_admin()
         worker = None if no_worker else self.start_worker()
+        # Load the embedding model now, in the background, so the first question doesn't wait for it.
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         try:
             import uvicorn
 

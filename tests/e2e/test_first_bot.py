@@ -1,0 +1,69 @@
+"""A person's first bot: log in, create it, drop a PDF, watch it become ready, ask, read the cited answer."""
+
+import base64
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import fixture_bytes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
+
+DROP_FILES = """
+([zone, files]) => {
+  const transfer = new DataTransfer();
+  for (const file of files) {
+    const bytes = Uint8Array.from(atob(file.data), (c) => c.charCodeAt(0));
+    transfer.items.add(new File([bytes], file.name, { type: file.type }));
+  }
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }
+}
+"""
+
+
+def drop(page, *files: tuple[str, str]) -> None:
+    payload = [
+        {"name": name, "type": mime, "data": base64.b64encode(fixture_bytes(name)).decode()} for name, mime in files
+    ]
+    zone = page.locator("#dropzone").element_handle()
+    page.evaluate(DROP_FILES, [zone, payload])
+
+
+def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server, owner):
+    page.goto(live_server.url + "/")
+    page.fill("input[name=username]", "olivia")
+    page.fill("input[name=password]", "owner-pass-123")
+    page.click("button:has-text('Log in')")
+
+    page.fill("input[name=name]", "Employee handbook")
+    page.fill("textarea[name=instructions]", "Answers questions about Northwind's policies.")
+    page.click("button:has-text('Create bot')")
+    expect(page.locator("h1")).to_have_text("Employee handbook")
+
+    drop(page, ("handbook.pdf", "application/pdf"), ("pixel.png", "image/png"))
+    pdf_row = page.locator("tr.document", has_text="handbook.pdf")
+    png_row = page.locator("tr.document", has_text="pixel.png")
+    expect(pdf_row).to_be_visible()
+    # The rows update themselves (htmx polling) until final: no reload here.
+    expect(pdf_row).to_have_attribute("data-status", "ready", timeout=90_000)
+    expect(png_row).to_have_attribute("data-status", "failed", timeout=30_000)
+    expect(png_row.locator(".reason")).to_contain_text("can't read this kind of file")
+
+    page.fill("input[name=message]", "How many vacation days do employees get?")
+    page.click("button:has-text('Ask')")
+    answer = page.locator(".message.assistant").last
+    # The first question may wait for the embedding model to load in this process.
+    expect(answer.locator(".answer")).to_contain_text("25 days of paid vacation", timeout=60_000)
+    expect(answer.locator("a.cite").first).to_have_text("[1]")
+    expect(answer.locator("a.cite").first).to_have_attribute("title", "handbook.pdf, page 2")
+    expect(answer.locator(".sources li").first).to_contain_text("handbook.pdf, page 2")
+    expect(page.locator("input[name=message]")).to_have_value("")
+
+    page.fill("input[name=message]", "Who won the football world cup in 1954?")
+    page.click("button:has-text('Ask')")
+    expect(page.locator(".message.assistant")).to_have_count(2)
+    refusal = page.locator(".message.assistant").last
+    expect(refusal).to_contain_text("couldn't find this in the documents")
+    expect(refusal.locator("a.cite")).to_have_count(0)
