@@ -37,16 +37,19 @@ def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
         uploads = documents.add_documents(bot, file)
     except documents.UploadTooLarge as exc:
         raise HttpError(413, str(exc)) from exc
-    return Status(202, [
-        {
-            "id": upload.document.id,
-            "filename": upload.document.filename,
-            "status": upload.document.status,
-            "version": upload.document.current_version.number,
-            "unchanged": upload.unchanged,
-        }
-        for upload in uploads
-    ])
+    return Status(
+        202,
+        [
+            {
+                "id": upload.document.id,
+                "filename": upload.document.filename,
+                "status": upload.document.status,
+                "version": upload.document.current_version.number,
+                "unchanged": upload.unchanged,
+            }
+            for upload in uploads
+        ],
+    )
 
 
 @router.get("/bots/{bot_id}/documents", response=list[schemas.DocumentOut])
@@ -71,7 +74,7 @@ def search(request, bot_id: int, payload: schemas.SearchIn):
 def chat(request, bot_id: int, payload: schemas.ChatIn):
     bot = services.get_bot(request.user, pk=bot_id)
     if payload.stream:
-        raise HttpError(400, "Streaming is not available yet; send \"stream\": false.")
+        raise HttpError(400, 'Streaming is not available yet; send "stream": false.')
     conversation, reply = services.ask(bot, request.user, payload.message, payload.conversation_id)
     return {
         "conversation_id": conversation.id,

@@ -43,7 +43,8 @@ class Bot(models.Model):
     top_k = models.PositiveIntegerField(default=5)
     refusal_threshold = models.FloatField(
         default=0.4,
-        help_text="Below this similarity between question and best sentence, the bot says the documents don't cover it.",
+        help_text="If no sentence of the documents is at least this similar to the question, "
+        "the bot says the documents don't cover it.",
     )
     config_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -57,13 +58,13 @@ class Bot(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self) -> str:
-        return reverse("bots:detail", args=[self.slug])
-
     def save(self, *args, **kwargs) -> None:
         if not self.slug:
             self.slug = self._unique_slug()
         super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("bots:detail", args=[self.slug])
 
     def _unique_slug(self) -> str:
         base = slugify(self.name)[:120] or "bot"
@@ -146,3 +147,6 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"

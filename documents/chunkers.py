@@ -26,9 +26,7 @@ class ChunkDraft:
     heading_path: str = ""
 
 
-def fixed_token_chunks(
-    pages: Iterable, tokenizer: Tokenizer, size: int, overlap: int
-) -> Iterator[ChunkDraft]:
+def fixed_token_chunks(pages: Iterable, tokenizer: Tokenizer, size: int, overlap: int) -> Iterator[ChunkDraft]:
     """Windows of at most `size` tokens, each starting `size - overlap` tokens after the last.
 
     Windows stay within a page so every chunk has exactly one page number. A window

@@ -43,8 +43,7 @@ def sniff_kind(head: bytes, filename: str) -> str:
         raise ParseError("This file is named .pdf but is not a PDF; it may be damaged or mislabelled.")
     if _looks_binary(head):
         raise ParseError(
-            f"Docent can't read this kind of file ({extension or 'no extension'}). "
-            f"Supported: {SUPPORTED_DESCRIPTION}."
+            f"Docent can't read this kind of file ({extension or 'no extension'}). Supported: {SUPPORTED_DESCRIPTION}."
         )
     if extension in MARKDOWN_EXTENSIONS:
         return "markdown"

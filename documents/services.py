@@ -123,7 +123,9 @@ def ingest_version(version_id: int) -> None:
         pages = _parse(document, path)
         document.mark_chunking()
         drafts = list(
-            chunkers.fixed_token_chunks(pages, _tokenizer(), *_chunk_sizes(bot.chunk_size_tokens, bot.chunk_overlap_tokens))
+            chunkers.fixed_token_chunks(
+                pages, _tokenizer(), *_chunk_sizes(bot.chunk_size_tokens, bot.chunk_overlap_tokens)
+            )
         )
     except parsers.ParseError as exc:
         document.fail(str(exc))

@@ -124,7 +124,9 @@ def extractive_answer(
     floor = max(threshold, best - 0.15)
     ranked = sorted(range(len(candidates)), key=lambda i: -similarities[i])
     chosen = [i for i in ranked[:max_sentences] if similarities[i] >= floor]
-    chosen.sort(key=lambda i: (chunks[candidates[i][0]].document_id, chunks[candidates[i][0]].ordinal, candidates[i][1]))
+    chosen.sort(
+        key=lambda i: (chunks[candidates[i][0]].document_id, chunks[candidates[i][0]].ordinal, candidates[i][1])
+    )
 
     numbers: dict[int, int] = {}
     sentences_by_chunk: dict[int, list[str]] = {}

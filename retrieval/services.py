@@ -130,9 +130,7 @@ def answer(bot, question: str) -> tuple[Answer, Trace]:
     started = time.perf_counter()
     found = search(bot, question, k=bot.top_k)
     generate_started = time.perf_counter()
-    result = extractive_answer(
-        found.query_vector, found.chunks, encode=embed_texts, threshold=bot.refusal_threshold
-    )
+    result = extractive_answer(found.query_vector, found.chunks, encode=embed_texts, threshold=bot.refusal_threshold)
     finished = time.perf_counter()
     timings_ms = {
         **found.timings_ms,

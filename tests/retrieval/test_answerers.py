@@ -25,7 +25,9 @@ CHUNKS = [
 
 
 def test_sentences_rejoin_wrapped_lines_and_skip_headings():
-    text = "Vacation and leave\nEmployees receive 25 days of paid\nvacation per year. Ask HR first.\n\n- bring your badge"
+    text = (
+        "Vacation and leave\nEmployees receive 25 days of paid\nvacation per year. Ask HR first.\n\n- bring your badge"
+    )
     assert split_sentences(text) == [
         "Employees receive 25 days of paid vacation per year.",
         "Ask HR first.",
