@@ -75,7 +75,7 @@ def _join_wrapped_lines(lines: list[str]) -> list[str]:
         line = line.strip()
         if not line:
             continue
-        if groups and not _looks_like_heading(groups[-1]):
+        if groups and not (_looks_like_heading(groups[-1]) and _starts_a_sentence(line)):
             groups[-1] += " " + line
         else:
             groups.append(line)
@@ -89,6 +89,10 @@ def _looks_like_heading(line: str) -> bool:
     if line.startswith(("-", "*", "•")) or line[:1].isdigit():
         return False  # a list item
     return len(line) <= 50 and len(line.split()) <= 7 and not line.endswith(tuple(".,;:!?"))
+
+
+def _starts_a_sentence(line: str) -> bool:
+    return line[:1].isupper() or line[:1].isdigit() or line.startswith(("#", "-", "*", "•"))
 
 
 def _is_cjk(text: str) -> bool:
