@@ -42,7 +42,7 @@ class Bot(models.Model):
     chunk_overlap_tokens = models.PositiveIntegerField(default=40)
     top_k = models.PositiveIntegerField(default=5)
     refusal_threshold = models.FloatField(
-        default=0.4,
+        default=0.25,
         help_text="If no sentence of the documents is at least this similar to the question, "
         "the bot says the documents don't cover it.",
     )

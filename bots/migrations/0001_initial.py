@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
                 ('chunk_size_tokens', models.PositiveIntegerField(default=200)),
                 ('chunk_overlap_tokens', models.PositiveIntegerField(default=40)),
                 ('top_k', models.PositiveIntegerField(default=5)),
-                ('refusal_threshold', models.FloatField(default=0.4, help_text="If no sentence of the documents is at least this similar to the question, the bot says the documents don't cover it.")),
+                ('refusal_threshold', models.FloatField(default=0.25, help_text="If no sentence of the documents is at least this similar to the question, the bot says the documents don't cover it.")),
                 ('config_version', models.PositiveIntegerField(default=1)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
