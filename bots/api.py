@@ -4,11 +4,11 @@ Every endpoint resolves objects through bots.services (visibility included) and
 calls the same services as the browser views.
 """
 
-from django.http import Http404
 from ninja import File, Router, Status, UploadedFile
 from ninja.errors import HttpError
 
 from bots import schemas, services
+from bots.streaming import sse, sse_response
 from documents import services as documents
 from retrieval import services as retrieval
 
@@ -30,13 +30,22 @@ def get_bot(request, bot_id: int):
     return services.get_bot(request.user, pk=bot_id)
 
 
+@router.patch("/bots/{bot_id}", response=schemas.BotOut)
+def update_bot(request, bot_id: int, payload: schemas.BotPatch):
+    bot = services.get_editable_bot(request.user, pk=bot_id)
+    changes = payload.dict(exclude_unset=True)
+    if "embedding_model" in changes:
+        changes["embedding_model"] = retrieval.get_embedding_model(changes["embedding_model"])
+    return services.update_bot(bot, request.user, changes)
+
+
 @router.post("/bots/{bot_id}/documents", response={202: list[schemas.UploadOut]})
 def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
-    bot = services.get_bot(request.user, pk=bot_id)
+    bot = services.get_editable_bot(request.user, pk=bot_id)
     try:
         uploads = documents.add_documents(bot, file)
-    except documents.UploadTooLarge as exc:
-        raise HttpError(413, str(exc)) from exc
+    except documents.UploadRefused as exc:
+        raise HttpError(exc.status, str(exc)) from exc
     return Status(
         202,
         [
@@ -63,6 +72,24 @@ def get_document(request, document_id: int):
     return services.get_document(request.user, document_id)
 
 
+@router.delete("/documents/{document_id}", response={204: None}, tags=["documents"])
+def delete_document(request, document_id: int):
+    documents.delete_document(services.get_document(request.user, document_id, for_change=True))
+    return Status(204, None)
+
+
+@router.post("/documents/{document_id}/retry", response={202: schemas.DocumentOut}, tags=["documents"])
+def retry_document(request, document_id: int):
+    document = services.get_document(request.user, document_id, for_change=True)
+    return Status(202, documents.retry(document))
+
+
+@router.post("/documents/{document_id}/rollback", response={202: schemas.DocumentOut}, tags=["documents"])
+def rollback_document(request, document_id: int, payload: schemas.RollbackIn):
+    document = services.get_document(request.user, document_id, for_change=True)
+    return Status(202, documents.rollback(document, payload.version))
+
+
 @router.post("/bots/{bot_id}/search", response=schemas.SearchOut, tags=["search"])
 def search(request, bot_id: int, payload: schemas.SearchIn):
     bot = services.get_bot(request.user, pk=bot_id)
@@ -72,12 +99,29 @@ def search(request, bot_id: int, payload: schemas.SearchIn):
 
 @router.post("/bots/{bot_id}/chat", response=schemas.ChatOut, tags=["chat"])
 def chat(request, bot_id: int, payload: schemas.ChatIn):
+    """Ask the bot. With `"stream": true` the answer comes as server-sent events:
+    `token` events `{"text"}` while it is produced, then one `done` event with the body below."""
     bot = services.get_bot(request.user, pk=bot_id)
+    question = services.post_question(bot, request.user, payload.message, payload.conversation_id)
     if payload.stream:
-        raise HttpError(400, 'Streaming is not available yet; send "stream": false.')
-    conversation, reply = services.ask(bot, request.user, payload.message, payload.conversation_id)
+
+        def events():
+            for event in services.answer_stream(question):
+                if event.kind == "token":
+                    yield sse("token", {"text": event.text})
+                else:
+                    yield sse("done", _chat_body(event.message))
+
+        return sse_response(request, events())
+    for event in services.answer_stream(question):
+        if event.kind == "done":
+            return _chat_body(event.message)
+    raise HttpError(503, "The answer could not be produced; try again.")
+
+
+def _chat_body(reply) -> dict:
     return {
-        "conversation_id": conversation.id,
+        "conversation_id": reply.conversation_id,
         "message_id": reply.id,
         "answer": reply.text,
         "citations": reply.citations,
@@ -87,7 +131,4 @@ def chat(request, bot_id: int, payload: schemas.ChatIn):
 
 @router.get("/traces/{trace_id}", response=schemas.TraceOut, tags=["traces"])
 def get_trace(request, trace_id: int):
-    trace = retrieval.traces_of_bots(services.visible_bots(request.user)).filter(pk=trace_id).first()
-    if trace is None:
-        raise Http404("No such trace.")
-    return trace
+    return services.get_trace(request.user, trace_id)

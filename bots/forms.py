@@ -16,6 +16,50 @@ class BotForm(forms.ModelForm):
         help_texts = {"instructions": "Optional. Tells colleagues what to ask this bot."}
 
 
+class BotSettingsForm(forms.ModelForm):
+    """Every setting with a one-line explanation a non-engineer can act on."""
+
+    class Meta:
+        model = Bot
+        fields = [
+            "name",
+            "instructions",
+            "top_k",
+            "refusal_threshold",
+            "chunking_strategy",
+            "chunk_size_tokens",
+            "chunk_overlap_tokens",
+            "embedding_model",
+        ]
+        labels = {
+            "top_k": "Passages per answer",
+            "refusal_threshold": "Refusal threshold",
+            "chunking_strategy": "How documents are split",
+            "chunk_size_tokens": "Passage size (tokens)",
+            "chunk_overlap_tokens": "Passage overlap (tokens)",
+            "embedding_model": "Embedding model",
+        }
+        help_texts = {
+            "instructions": "What the bot is for and how it should answer.",
+            "top_k": "How many passages the bot reads before answering. More finds more, but is slower. Default 5.",
+            "refusal_threshold": "0–1. Higher means the bot says “not in the documents” more readily. Default 0.25.",
+            "chunking_strategy": "By headings keeps sections together (best for manuals and policies). "
+            "Changing it re-indexes all documents in the background.",
+            "chunk_size_tokens": "A token is about ¾ of a word; 200 is a paragraph or two. "
+            "At most 254 for the default model.",
+            "chunk_overlap_tokens": "Text repeated between neighbouring passages so nothing falls between them.",
+            "embedding_model": "The model that finds passages by meaning. Changing it re-indexes all documents.",
+        }
+        widgets = {"instructions": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["embedding_model"].empty_label = "Installation default"
+
+    def changes(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.changed_data}
+
+
 class ChatForm(forms.Form):
     message = forms.CharField(max_length=4000, strip=True)
     conversation = forms.IntegerField(required=False, widget=forms.HiddenInput)

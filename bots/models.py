@@ -26,6 +26,14 @@ class BotQuerySet(models.QuerySet):
             return self.all()
         return self.filter(Q(owner=user))
 
+    def editable_by(self, user) -> BotQuerySet:
+        """Bots whose settings and documents `user` may change (a subset of visible_to)."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        return self.filter(owner=user)
+
 
 class Bot(models.Model):
     """A chatbot over a set of documents.
@@ -38,9 +46,35 @@ class Bot(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=140, unique=True)
     instructions = models.TextField(blank=True, help_text="What the bot is for and how it should answer.")
+
+    class Chunking(models.TextChoices):
+        STRUCTURE = "structure", "By headings and paragraphs"
+        FIXED = "fixed", "Fixed-size windows"
+        SENTENCE = "sentence", "Sentence windows"
+
+    chunking_strategy = models.CharField(max_length=20, choices=Chunking.choices, default=Chunking.STRUCTURE)
     chunk_size_tokens = models.PositiveIntegerField(default=200)
     chunk_overlap_tokens = models.PositiveIntegerField(default=40)
+    embedding_model = models.ForeignKey(
+        "retrieval.EmbeddingModel", null=True, blank=True, on_delete=models.PROTECT, related_name="bots"
+    )
+    index_version = models.PositiveIntegerField(
+        default=1, help_text="Bumped when chunking or embedding settings change; documents are re-indexed to it."
+    )
     top_k = models.PositiveIntegerField(default=5)
+    rrf_k = models.PositiveIntegerField(default=60, help_text="Reciprocal-rank fusion constant.")
+    vector_weight = models.FloatField(default=1.0)
+    keyword_weight = models.FloatField(default=1.0)
+    reranker = models.CharField(
+        max_length=500, blank=True, help_text="Optional sentence-transformers CrossEncoder path; empty means none."
+    )
+    provider = models.ForeignKey(
+        "retrieval.LLMProvider", null=True, blank=True, on_delete=models.SET_NULL, related_name="bots"
+    )
+    llm_model = models.CharField(max_length=200, blank=True)
+    temperature = models.FloatField(default=0.2)
+    max_tokens = models.PositiveIntegerField(default=512)
+    prompt_template = models.TextField(blank=True, help_text="Empty means Docent's default template.")
     refusal_threshold = models.FloatField(
         default=0.25,
         help_text="If no sentence of the documents is at least this similar to the question, "
@@ -143,6 +177,14 @@ class Message(models.Model):
     # [{"n", "chunk_id", "document_id", "document_name", "page", "snippet"}, ...]
     citations = models.JSONField(default=list, blank=True)
     trace = models.ForeignKey("retrieval.Trace", null=True, blank=True, on_delete=models.SET_NULL)
+    in_reply_to = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="reply",
+        help_text="The question answered.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -150,3 +192,38 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+
+class BotConfigVersion(models.Model):
+    """One saved state of a bot's settings: who changed what, and when.
+
+    Answers and evaluations record the config version that produced them, so a
+    change in quality can be traced to the settings change behind it.
+    """
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="config_versions")
+    number = models.PositiveIntegerField()
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    changes = models.JSONField(default=dict, help_text='{"field": [old, new]}')
+    snapshot = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["bot", "-number"]
+        constraints = [models.UniqueConstraint(fields=["bot", "number"], name="unique_config_version")]
+
+    def __str__(self) -> str:
+        return f"{self.bot} v{self.number}"
+
+
+class Feedback(models.Model):
+    """A thumbs up (+1) or down (-1) on an answer, with an optional comment."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.SmallIntegerField(choices=[(1, "Helpful"), (-1, "Not helpful")])
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on message {self.message_id}"

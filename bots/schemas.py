@@ -17,15 +17,42 @@ class BotOut(Schema):
     instructions: str
     owner: str
     top_k: int
+    refusal_threshold: float
+    chunking_strategy: str
     chunk_size_tokens: int
     chunk_overlap_tokens: int
-    refusal_threshold: float
+    embedding_model: str | None
     config_version: int
+    index_version: int
     created_at: datetime
 
     @staticmethod
     def resolve_owner(bot) -> str:
         return bot.owner.get_username()
+
+    @staticmethod
+    def resolve_embedding_model(bot) -> str | None:
+        return bot.embedding_model.name if bot.embedding_model_id else None
+
+
+class BotPatch(Schema):
+    """Any subset of the bot's settings; each PATCH that changes something is a new config_version."""
+
+    name: str | None = Field(None, min_length=1, max_length=120)
+    instructions: str | None = None
+    top_k: int | None = None
+    refusal_threshold: float | None = None
+    chunking_strategy: str | None = None
+    chunk_size_tokens: int | None = None
+    chunk_overlap_tokens: int | None = None
+    embedding_model: str | None = Field(None, description="An embedding model's name, as listed by admins.")
+
+
+class VersionOut(Schema):
+    number: int
+    content_hash: str
+    size_bytes: int
+    created_at: datetime
 
 
 class DocumentOut(Schema):
@@ -36,7 +63,11 @@ class DocumentOut(Schema):
     progress: float
     chunk_count: int
     error: str
+    error_kind: str
+    notes: str
     version: int
+    active_version: int | None
+    versions: list[VersionOut]
     content_hash: str
     pages_total: int
     pages_done: int
@@ -50,6 +81,14 @@ class DocumentOut(Schema):
         return document.current_version.number if document.current_version else 0
 
     @staticmethod
+    def resolve_active_version(document) -> int | None:
+        return document.active_version.number if document.active_version else None
+
+    @staticmethod
+    def resolve_versions(document) -> list:
+        return list(document.versions.order_by("-number"))
+
+    @staticmethod
     def resolve_content_hash(document) -> str:
         return document.current_version.content_hash if document.current_version else ""
 
@@ -60,6 +99,10 @@ class UploadOut(Schema):
     status: str
     version: int
     unchanged: bool
+
+
+class RollbackIn(Schema):
+    version: int
 
 
 class SearchIn(Schema):

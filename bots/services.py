@@ -6,10 +6,12 @@ layer only through documents.services and retrieval.services.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.http import Http404
 
-from bots.models import ApiToken, Bot, Conversation, Message
+from bots.models import ApiToken, Bot, BotConfigVersion, Conversation, Message
 from documents import services as documents
 from retrieval import services as retrieval
 
@@ -27,18 +29,117 @@ def get_bot(user, *, pk: int | None = None, slug: str | None = None) -> Bot:
     return bot
 
 
-def get_document(user, pk: int):
-    document = documents.documents_of_bots(visible_bots(user)).filter(pk=pk).first()
+def get_editable_bot(user, *, pk: int | None = None, slug: str | None = None) -> Bot:
+    """Like get_bot, for changes: a bot the user may only chat with is 404 here too."""
+    bot = get_bot(user, pk=pk, slug=slug)
+    if not Bot.objects.editable_by(user).filter(pk=bot.pk).exists():
+        raise Http404("No such bot.")
+    return bot
+
+
+def can_edit(user, bot: Bot) -> bool:
+    return Bot.objects.editable_by(user).filter(pk=bot.pk).exists()
+
+
+def get_document(user, pk: int, *, for_change: bool = False):
+    bots = Bot.objects.editable_by(user) if for_change else visible_bots(user)
+    document = documents.documents_of_bots(bots).filter(pk=pk).first()
     if document is None:
         raise Http404("No such document.")
     return document
+
+
+# Settings a bot owner edits; each save of a change is a new config version.
+SETTINGS_FIELDS = [
+    "name",
+    "instructions",
+    "chunking_strategy",
+    "chunk_size_tokens",
+    "chunk_overlap_tokens",
+    "embedding_model",
+    "top_k",
+    "refusal_threshold",
+]
+# Changing any of these means the documents must be chunked or embedded again.
+INDEX_FIELDS = {"chunking_strategy", "chunk_size_tokens", "chunk_overlap_tokens", "embedding_model"}
+
+
+def get_trace(user, trace_id: int):
+    """A trace `user` may read: of a bot they can edit, or of an answer in their own conversation."""
+    editable = retrieval.traces_of_bots(Bot.objects.editable_by(user)).filter(pk=trace_id)
+    own = retrieval.traces_of_bots(visible_bots(user)).filter(pk=trace_id, message__conversation__user=user)
+    trace = (editable | own).select_related("bot").first()
+    if trace is None:
+        raise Http404("No such trace.")
+    return trace
 
 
 def create_bot(owner, name: str, instructions: str = "") -> Bot:
     name = name.strip()
     if not name:
         raise ValueError("A bot needs a name.")
-    return Bot.objects.create(owner=owner, name=name[:120], instructions=instructions.strip())
+    with transaction.atomic():
+        bot = Bot.objects.create(owner=owner, name=name[:120], instructions=instructions.strip())
+        BotConfigVersion.objects.create(bot=bot, number=1, changed_by=owner, snapshot=_snapshot(bot))
+    return bot
+
+
+def _snapshot(bot: Bot) -> dict:
+    return {field: _plain(getattr(bot, field)) for field in SETTINGS_FIELDS}
+
+
+def _plain(value):
+    return value.pk if hasattr(value, "pk") else value
+
+
+def update_bot(bot: Bot, user, changes: dict) -> Bot:
+    """Apply settings `changes` to `bot` as a new config version.
+
+    Validates every value (ValueError with a readable message), records who
+    changed what, and when chunking or the embedding model changed, bumps the
+    index version and re-indexes the documents in the background; the old chunks
+    keep answering until the new ones are complete.
+    """
+    _validate_settings(bot, changes)
+    with transaction.atomic():
+        bot = Bot.objects.select_for_update().get(pk=bot.pk)
+        diff = {}
+        for field, new in changes.items():
+            old = getattr(bot, field)
+            if _plain(old) != _plain(new):
+                diff[field] = [_plain(old), _plain(new)]
+                setattr(bot, field, new)
+        if not diff:
+            return bot
+        bot.config_version += 1
+        if INDEX_FIELDS & diff.keys():
+            bot.index_version += 1
+            documents.enqueue_reindex(bot.pk)
+        bot.save()
+        BotConfigVersion.objects.create(
+            bot=bot, number=bot.config_version, changed_by=user, changes=diff, snapshot=_snapshot(bot)
+        )
+    return bot
+
+
+def _validate_settings(bot: Bot, changes: dict) -> None:
+    unknown = set(changes) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    if "name" in changes and not str(changes["name"]).strip():
+        raise ValueError("A bot needs a name.")
+    if "chunking_strategy" in changes and changes["chunking_strategy"] not in Bot.Chunking.values:
+        raise ValueError(f"Chunking must be one of: {', '.join(Bot.Chunking.values)}.")
+    size = changes.get("chunk_size_tokens", bot.chunk_size_tokens)
+    overlap = changes.get("chunk_overlap_tokens", bot.chunk_overlap_tokens)
+    if not 32 <= size <= 512:
+        raise ValueError("Chunk size must be between 32 and 512 tokens.")
+    if not 0 <= overlap <= size // 2:
+        raise ValueError("Chunk overlap must be between 0 and half the chunk size.")
+    if "top_k" in changes and not 1 <= changes["top_k"] <= 50:
+        raise ValueError("Passages per answer (top-k) must be between 1 and 50.")
+    if "refusal_threshold" in changes and not 0.0 <= changes["refusal_threshold"] <= 1.0:
+        raise ValueError("The refusal threshold must be between 0 and 1.")
 
 
 def user_for_token(key: str):
@@ -52,35 +153,96 @@ def user_for_token(key: str):
 
 def ask(bot: Bot, user, text: str, conversation_id: int | None = None) -> tuple[Conversation, Message]:
     """Put `text` to `bot` in a new or existing conversation of `user`; returns the stored answer."""
+    reply = None
+    for event in ask_stream(bot, user, text, conversation_id):
+        if event.kind == "done":
+            reply = event.message
+    return reply.conversation, reply
+
+
+@dataclass
+class ChatEvent:
+    """A piece of a streamed reply ("token"), or the stored reply itself ("done")."""
+
+    kind: str
+    text: str = ""
+    message: Message | None = None
+
+
+def post_question(bot: Bot, user, text: str, conversation_id: int | None = None) -> Message:
+    """Store `user`'s question in a new or existing conversation; answer it with answer_stream()."""
     text = text.strip()
     if not text:
         raise ValueError("Ask a question first.")
-    if conversation_id is None:
-        conversation = Conversation.objects.create(bot=bot, user=user, title=text[:200])
-    else:
-        conversation = Conversation.objects.filter(bot=bot, user=user, pk=conversation_id).first()
-        if conversation is None:
-            raise Http404("No such conversation.")
-    result, trace = retrieval.answer(bot, text)
     with transaction.atomic():
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
-        reply = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            text=result.text,
-            citations=[
-                {
-                    "n": citation.n,
-                    "chunk_id": citation.chunk.chunk_id,
-                    "document_id": citation.chunk.document_id,
-                    "document_name": citation.chunk.document_name,
-                    "page": citation.chunk.page,
-                    "heading_path": citation.chunk.heading_path,
-                    "snippet": citation.snippet,
-                }
-                for citation in result.citations
-            ],
-            trace=trace,
-        )
-        conversation.save(update_fields=["updated_at"])
-    return conversation, reply
+        if conversation_id is None:
+            conversation = Conversation.objects.create(bot=bot, user=user, title=text[:200])
+        else:
+            conversation = Conversation.objects.filter(bot=bot, user=user, pk=conversation_id).first()
+            if conversation is None:
+                raise Http404("No such conversation.")
+        return Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
+
+
+def unanswered_question(user, bot: Bot, message_id: int) -> Message:
+    """A question of `user` to `bot`; Http404 for anyone else's."""
+    question = (
+        Message.objects.filter(pk=message_id, role=Message.Role.USER, conversation__bot=bot, conversation__user=user)
+        .select_related("conversation")
+        .first()
+    )
+    if question is None:
+        raise Http404("No such question.")
+    return question
+
+
+def answer_stream(question: Message):
+    """Answer a stored question as ChatEvents: tokens as they come, then the stored reply.
+
+    A question that already has its reply yields just that reply.
+    """
+    existing = Message.objects.filter(in_reply_to=question).first()
+    if existing is not None:
+        yield ChatEvent("done", message=existing)
+        return
+    conversation = question.conversation
+    history = [
+        (message.role, message.text)
+        for message in conversation.messages.filter(created_at__lte=question.created_at)
+        .exclude(pk=question.pk)
+        .order_by("created_at", "id")
+    ]
+    for event in retrieval.answer_stream(conversation.bot, question.text, history):
+        if event.kind == "token":
+            yield ChatEvent("token", event.text)
+            continue
+        with transaction.atomic():
+            reply = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                text=event.answer.text,
+                citations=[citation_json(citation) for citation in event.answer.citations],
+                trace=event.trace,
+                in_reply_to=question,
+            )
+            conversation.save(update_fields=["updated_at"])
+        yield ChatEvent("done", message=reply)
+
+
+def ask_stream(bot: Bot, user, text: str, conversation_id: int | None = None):
+    """post_question() then answer_stream(): the API's chat, streamed or not."""
+    yield from answer_stream(post_question(bot, user, text, conversation_id))
+
+
+def citation_json(citation) -> dict:
+    return {
+        "n": citation.n,
+        "chunk_id": citation.chunk.chunk_id,
+        "document_id": citation.chunk.document_id,
+        "document_name": citation.chunk.document_name,
+        "page": citation.chunk.page,
+        "heading_path": citation.chunk.heading_path,
+        "snippet": citation.snippet,
+        "sentences": list(citation.sentences),
+        "passage": citation.chunk.text,
+    }

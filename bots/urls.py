@@ -6,8 +6,17 @@ app_name = "bots"
 
 urlpatterns = [
     path("", views.bot_list, name="list"),
-    path("bots/<slug:slug>/", views.bot_detail, name="detail"),
-    path("bots/<slug:slug>/documents/", views.upload, name="upload"),
+    path("bots/<slug:slug>/", views.bot_chat, name="detail"),
     path("bots/<slug:slug>/chat/", views.chat, name="chat"),
-    path("documents/<int:pk>/row/", views.document_row, name="document-row"),
+    path("bots/<slug:slug>/questions/<int:message_id>/answer/", views.answer_stream, name="answer-stream"),
+    path("bots/<slug:slug>/knowledge/", views.bot_knowledge, name="knowledge"),
+    path("bots/<slug:slug>/knowledge/table/", views.documents_table, name="documents-table"),
+    path("bots/<slug:slug>/documents/", views.upload, name="upload"),
+    path("bots/<slug:slug>/settings/", views.bot_settings, name="settings"),
+    path("bots/<slug:slug>/traces/", views.bot_traces, name="traces"),
+    path("traces/<int:trace_id>/", views.trace_panel, name="trace-panel"),
+    path("documents/<int:pk>/", views.document_detail, name="document"),
+    path("documents/<int:pk>/retry/", views.document_retry, name="document-retry"),
+    path("documents/<int:pk>/rollback/", views.document_rollback, name="document-rollback"),
+    path("documents/<int:pk>/delete/", views.document_delete, name="document-delete"),
 ]

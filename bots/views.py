@@ -1,4 +1,4 @@
-"""Browser views: bot list, bot page (chat + knowledge), uploads and live document rows.
+"""Browser views: bot list, and a bot's tabs (chat, knowledge, settings), documents.
 
 Views hold no business logic: they parse the request, call bots.services (or the
 ML layer's services) and render. Under htmx they return fragments declared as
@@ -12,17 +12,22 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import retarget
 from django_htmx.middleware import HtmxDetails
 
 from bots import services
-from bots.forms import BotForm, ChatForm
-from bots.models import Conversation
+from bots.forms import BotForm, BotSettingsForm, ChatForm
+from bots.models import Bot, Conversation
+from bots.streaming import sse, sse_response
 from documents import services as documents
+from retrieval import services as retrieval
 
-DETAIL_TEMPLATE = "bots/bot_detail.html"
+CHAT_TEMPLATE = "bots/bot_chat.html"
+KNOWLEDGE_TEMPLATE = "bots/bot_knowledge.html"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -43,75 +48,204 @@ def bot_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "bots/bot_list.html", {"bots": bots, "form": form})
 
 
+def _bot_context(request: HtmxHttpRequest, bot: Bot, tab: str) -> dict:
+    return {"bot": bot, "tab": tab, "can_edit": services.can_edit(request.user, bot)}
+
+
 @login_required
 @require_GET
-def bot_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+def bot_chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     bot = services.get_bot(request.user, slug=slug)
     conversation = None
-    if conversation_id := request.GET.get("conversation", "").strip():
-        conversation = Conversation.objects.filter(
-            bot=bot, user=request.user, pk=int(conversation_id) if conversation_id.isdigit() else 0
-        ).first()
-    context = {
-        "bot": bot,
-        "documents": documents.documents_of_bots([bot]),
+    if (conversation_id := request.GET.get("conversation", "")).isdigit():
+        conversation = Conversation.objects.filter(bot=bot, user=request.user, pk=int(conversation_id)).first()
+    context = _bot_context(request, bot, "chat") | {
         "conversation": conversation,
         "chat_messages": conversation.messages.all() if conversation else [],
         "chat_form": ChatForm(initial={"conversation": conversation.pk if conversation else None}),
-        "max_upload_mb": documents.max_upload_bytes() // (1024 * 1024),
     }
-    return render(request, DETAIL_TEMPLATE, context)
-
-
-@login_required
-@require_POST
-def upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    bot = services.get_bot(request.user, slug=slug)
-    files = request.FILES.getlist("file")
-    error = None
-    if not files:
-        error = "Choose or drop at least one file."
-    else:
-        try:
-            documents.add_documents(bot, files)
-        except documents.UploadTooLarge as exc:
-            error = str(exc)
-    if not request.htmx:
-        if error:
-            messages.error(request, error)
-        return redirect(bot)
-    if error:
-        response = render(request, DETAIL_TEMPLATE + "#upload-error", {"error": error}, status=413 if files else 400)
-        return retarget(response, "#upload-error")
-    return render(
-        request, DETAIL_TEMPLATE + "#documents", {"bot": bot, "documents": documents.documents_of_bots([bot])}
-    )
-
-
-@login_required
-@require_GET
-def document_row(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    document = services.get_document(request.user, pk)
-    return render(request, DETAIL_TEMPLATE + "#document-row", {"document": document})
+    return render(request, CHAT_TEMPLATE, context)
 
 
 @login_required
 @require_POST
 def chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Store the question; under htmx the answer then streams in from answer_stream()."""
     bot = services.get_bot(request.user, slug=slug)
     form = ChatForm(request.POST)
     if not form.is_valid():
         if request.htmx:
-            return render(request, DETAIL_TEMPLATE + "#chat-error", {"error": "Type a question first."})
+            return render(request, CHAT_TEMPLATE + "#chat-error", {"error": "Type a question first."})
         return redirect(bot)
-    conversation, reply = services.ask(
+    question = services.post_question(
         bot, request.user, form.cleaned_data["message"], form.cleaned_data.get("conversation")
     )
     if not request.htmx:
-        return redirect(f"{reverse('bots:detail', args=[bot.slug])}?conversation={conversation.pk}")
-    question = conversation.messages.filter(role="user").last()
+        for _ in services.answer_stream(question):  # without JavaScript: answer, then show the page
+            pass
+        return redirect(f"{reverse('bots:detail', args=[bot.slug])}?conversation={question.conversation_id}")
     return render(
         request,
-        DETAIL_TEMPLATE + "#exchange",
-        {"bot": bot, "conversation": conversation, "exchange": [question, reply]},
+        CHAT_TEMPLATE + "#exchange",
+        {"bot": bot, "conversation": question.conversation, "question": question},
     )
+
+
+@login_required
+@require_GET
+def answer_stream(request: HtmxHttpRequest, slug: str, message_id: int) -> HttpResponse:
+    """SSE: "token" events with escaped text as the answer is produced, then "done" with the rendered reply."""
+    bot = services.get_bot(request.user, slug=slug)
+    question = services.unanswered_question(request.user, bot, message_id)
+
+    def events():
+        for event in services.answer_stream(question):
+            if event.kind == "token":
+                yield sse("token", escape(event.text))
+            else:
+                html = render_to_string(CHAT_TEMPLATE + "#message", {"message": event.message}, request=request)
+                yield sse("done", html)
+
+    return sse_response(request, events())
+
+
+def _knowledge_context(bot: Bot) -> dict:
+    rows = list(documents.documents_of_bots([bot]))
+    reindexed, reindex_total = documents.reindex_progress(bot)
+    reindexing = reindexed < reindex_total
+    return {
+        "documents": rows,
+        "polling": reindexing or documents.any_running(rows),
+        "reindexing": reindexing,
+        "reindexed": reindexed,
+        "reindex_total": reindex_total,
+    }
+
+
+@login_required
+@require_GET
+def bot_knowledge(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_bot(request.user, slug=slug)
+    context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot)
+    context["max_upload_mb"] = documents.max_upload_bytes() // (1024 * 1024)
+    return render(request, KNOWLEDGE_TEMPLATE, context)
+
+
+@login_required
+@require_GET
+def documents_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_bot(request.user, slug=slug)
+    context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot)
+    return render(request, KNOWLEDGE_TEMPLATE + "#documents", context)
+
+
+@login_required
+@require_POST
+def upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    try:
+        uploads = documents.add_documents(bot, request.FILES.getlist("file"))
+    except documents.UploadRefused as exc:
+        if not request.htmx:
+            messages.error(request, str(exc))
+            return redirect("bots:knowledge", bot.slug)
+        response = render(request, KNOWLEDGE_TEMPLATE + "#upload-message", {"error": str(exc)}, status=exc.status)
+        return retarget(response, "#upload-message")
+    unchanged = [upload.document.filename for upload in uploads if upload.unchanged]
+    notice = f"Already up to date, nothing to do: {', '.join(unchanged)}." if unchanged else ""
+    if not request.htmx:
+        if notice:
+            messages.info(request, notice)
+        return redirect("bots:knowledge", bot.slug)
+    context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot) | {"notice": notice}
+    return render(request, KNOWLEDGE_TEMPLATE + "#documents", context)
+
+
+@login_required
+def bot_settings(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    form = BotSettingsForm(request.POST or None, instance=Bot.objects.get(pk=bot.pk))
+    if request.method == "POST" and form.is_valid():
+        try:
+            bot = services.update_bot(bot, request.user, form.changes())
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Saved as settings version {bot.config_version}.")
+            return redirect("bots:settings", bot.slug)
+    context = _bot_context(request, bot, "settings") | {
+        "form": form,
+        "config_versions": bot.config_versions.select_related("changed_by")[:20],
+    }
+    return render(request, "bots/bot_settings.html", context)
+
+
+@login_required
+@require_GET
+def document_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    document = services.get_document(request.user, pk)
+    context = _bot_context(request, document.bot, "knowledge") | {
+        "document": document,
+        "versions": documents.versions_of(document),
+    }
+    return render(request, "bots/document_detail.html", context)
+
+
+@login_required
+@require_POST
+def document_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    document = services.get_document(request.user, pk, for_change=True)
+    try:
+        documents.retry(document)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect("bots:document", document.pk)
+
+
+@login_required
+@require_POST
+def document_rollback(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    document = services.get_document(request.user, pk, for_change=True)
+    number = request.POST.get("version", "")
+    try:
+        documents.rollback(document, int(number) if number.isdigit() else 0)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Going back to version {number}; it answers as soon as it is indexed.")
+    return redirect("bots:document", document.pk)
+
+
+@login_required
+@require_POST
+def document_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    document = services.get_document(request.user, pk, for_change=True)
+    bot_slug, filename = document.bot.slug, document.filename
+    documents.delete_document(document)
+    messages.success(request, f"Deleted {filename}.")
+    return redirect("bots:knowledge", bot_slug)
+
+
+@login_required
+@require_GET
+def trace_panel(request: HtmxHttpRequest, trace_id: int) -> HttpResponse:
+    """The "Why this answer?" panel: a fragment under htmx, a page otherwise."""
+    trace = services.get_trace(request.user, trace_id)
+    context = _bot_context(request, trace.bot, "traces") | {"trace": trace}
+    if request.htmx:
+        return render(request, "bots/trace_detail.html#trace", context)
+    return render(request, "bots/trace_detail.html", context)
+
+
+@login_required
+@require_GET
+def bot_traces(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    active_filter = request.GET.get("filter", "")
+    traces = retrieval.filter_traces(retrieval.traces_of_bots([bot]), active_filter)
+    context = _bot_context(request, bot, "traces") | {
+        "traces": traces[:200],
+        "filters": retrieval.TRACE_FILTERS,
+        "active_filter": active_filter,
+    }
+    return render(request, "bots/bot_traces.html", context)

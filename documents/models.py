@@ -1,9 +1,10 @@
-"""Documents, their uploaded versions, and the chunks retrieval searches.
+"""Documents, their uploaded versions, their pages, and the chunks retrieval searches.
 
 A Document is a file name within a bot. Each upload of that name is a
-DocumentVersion (the file and its hash). Ingestion turns one version into Chunks;
-the document's `active_version` is the version whose chunks answer questions, and
-it only changes, together with the chunks, inside one transaction.
+DocumentVersion (the file and its hash); parsing stores the version's text as Pages,
+so re-chunking never needs to parse again. Ingestion writes a version's Chunks as
+inactive rows, embeds them, and then, in one transaction, deactivates the document's
+old chunks and activates the new ones: search only ever sees `is_active` chunks.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
-from pgvector.django import HnswIndex, VectorField
-
-EMBEDDING_DIMENSIONS = 384
+from pgvector.django import VectorField
 
 
 class Document(models.Model):
@@ -39,8 +39,15 @@ class Document(models.Model):
 
     bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="documents")
     filename = models.CharField(max_length=255)
+
+    class ErrorKind(models.TextChoices):
+        INPUT = "input", "the file"  # encrypted, corrupt, empty, unsupported: retrying won't help
+        INTERNAL = "internal", "Docent"  # database gone, worker killed: retried, then Retry button
+
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
+    error_kind = models.CharField(max_length=10, choices=ErrorKind.choices, blank=True)
+    notes = models.TextField(blank=True, help_text="Warnings about a file that was still indexed.")
     pages_total = models.PositiveIntegerField(default=0)
     pages_done = models.PositiveIntegerField(default=0)
     chunks_total = models.PositiveIntegerField(default=0)
@@ -86,10 +93,19 @@ class Document(models.Model):
         self.save(update_fields=[*fields, "updated_at"])
 
     def mark_queued(self) -> None:
-        self._set(status=self.Status.QUEUED, error="", pages_done=0, pages_total=0, chunks_done=0, chunks_total=0)
+        self._set(
+            status=self.Status.QUEUED,
+            error="",
+            error_kind="",
+            notes="",
+            pages_done=0,
+            pages_total=0,
+            chunks_done=0,
+            chunks_total=0,
+        )
 
     def mark_parsing(self, pages_total: int = 0) -> None:
-        self._set(status=self.Status.PARSING, error="", pages_total=pages_total, pages_done=0)
+        self._set(status=self.Status.PARSING, error="", error_kind="", pages_total=pages_total, pages_done=0)
 
     def record_pages(self, pages_done: int) -> None:
         self._set(pages_done=pages_done)
@@ -107,14 +123,19 @@ class Document(models.Model):
         self._set(
             status=self.Status.READY,
             error="",
+            error_kind="",
             active_version=version,
             chunk_count=chunk_count,
             chunks_done=chunk_count,
             chunks_total=chunk_count,
         )
 
-    def fail(self, reason: str) -> None:
-        self._set(status=self.Status.FAILED, error=reason)
+    def fail(self, reason: str, kind: str = ErrorKind.INPUT) -> None:
+        self._set(status=self.Status.FAILED, error=reason, error_kind=kind)
+
+    def heartbeat(self) -> None:
+        """Show the sweeper that work on this document is alive."""
+        self._set()
 
 
 def _version_upload_to(version: DocumentVersion, filename: str) -> str:
@@ -129,6 +150,10 @@ class DocumentVersion(models.Model):
     file = models.FileField(upload_to=_version_upload_to, max_length=500)
     content_hash = models.CharField(max_length=64)
     size_bytes = models.PositiveBigIntegerField()
+    page_count = models.PositiveIntegerField(null=True, blank=True, help_text="Set once all pages are stored.")
+    chunked_index_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The bot index version whose chunks of this version are all written."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -139,23 +164,46 @@ class DocumentVersion(models.Model):
         return f"{self.document.filename} v{self.number}"
 
 
+class Page(models.Model):
+    """The extracted text of one page of a version (text files are one page)."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="pages")
+    number = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["version", "number"]
+        constraints = [models.UniqueConstraint(fields=["version", "number"], name="unique_page_number")]
+
+    def __str__(self) -> str:
+        return f"{self.version} p.{self.number}"
+
+
 class Chunk(models.Model):
     """A passage of a document version with its embedding and full-text vector.
 
     `bot` and `document` repeat what `version` implies so that search filters on
-    one indexed column. Only chunks of a document's active version exist outside
-    an ingestion transaction, so search needs no join to find the active ones.
+    indexed columns without joins. Chunks are written inactive and without
+    embeddings; search sees only active ones, which have an embedding of
+    `dimensions` floats from the model the bot used at `index_version`.
+
+    Embeddings of different models (and so dimensions) coexist in one untyped
+    vector column; each dimension has its own partial HNSW index over
+    `embedding::vector(n)` (see retrieval.services.ensure_vector_index).
     """
 
     bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="+")
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="chunks")
+    index_version = models.PositiveIntegerField(help_text="The bot's index settings version that produced it.")
     ordinal = models.PositiveIntegerField()
     page = models.PositiveIntegerField(null=True, blank=True)
     heading_path = models.CharField(max_length=500, blank=True)
     text = models.TextField()
     token_count = models.PositiveIntegerField()
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    embedding = VectorField(null=True, blank=True)
+    dimensions = models.PositiveSmallIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=False)
     search_vector = models.GeneratedField(
         expression=SearchVector("heading_path", weight="A", config="english")
         + SearchVector("text", weight="B", config="english"),
@@ -166,17 +214,13 @@ class Chunk(models.Model):
     class Meta:
         ordering = ["document", "ordinal"]
         indexes = [
-            HnswIndex(
-                name="chunk_embedding_hnsw",
-                fields=["embedding"],
-                m=16,
-                ef_construction=64,
-                opclasses=["vector_cosine_ops"],
-            ),
-            GinIndex(name="chunk_search_vector_gin", fields=["search_vector"]),
-            models.Index(name="chunk_bot", fields=["bot"]),
+            GinIndex(name="chunk_search_vector_gin", fields=["search_vector"], condition=Q(is_active=True)),
+            models.Index(name="chunk_active_bot", fields=["bot"], condition=Q(is_active=True)),
+            models.Index(name="chunk_pending", fields=["version", "index_version"], condition=Q(is_active=False)),
         ]
-        constraints = [models.UniqueConstraint(fields=["version", "ordinal"], name="unique_chunk_ordinal")]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "index_version", "ordinal"], name="unique_chunk_ordinal"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.document.filename} #{self.ordinal}"

@@ -5,10 +5,13 @@ from django.db import InterfaceError, OperationalError
 
 from documents import services
 
+# Ours, not the file's: worth retrying with backoff.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
 
 class IngestTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        # Retries exhausted or an unexpected bug: never leave the row in a running state.
+        # Retries used up, or a bug: never leave the row in a running state.
         services.fail_internal(args[0])
 
 
@@ -16,7 +19,7 @@ class IngestTask(Task):
     base=IngestTask,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError, ConnectionError),
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     retry_backoff_max=120,
     retry_jitter=True,
@@ -24,3 +27,20 @@ class IngestTask(Task):
 )
 def ingest(version_id: int) -> None:
     services.ingest_version(version_id)
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+)
+def reindex(bot_id: int) -> None:
+    services.reindex_bot(bot_id)
+
+
+@shared_task(ignore_result=True)
+def sweep() -> None:
+    services.sweep_stuck_documents()

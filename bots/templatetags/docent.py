@@ -26,3 +26,14 @@ def with_citations(message) -> str:
         )
 
     return mark_safe(_MARKER.sub(link, str(escape(message.text))))
+
+
+@register.filter
+def highlight(passage: str, sentences) -> str:
+    """The passage, escaped, with each of `sentences` that occurs in it wrapped in <mark>."""
+    html = str(escape(passage))
+    for sentence in sorted(set(sentences or []), key=len, reverse=True):
+        escaped = str(escape(sentence))
+        if escaped and escaped in html:
+            html = html.replace(escaped, f"<mark>{escaped}</mark>", 1)
+    return mark_safe(html)

@@ -29,7 +29,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   // A new upload clears the last error; once sent, the same file can be dropped again.
   form.addEventListener("htmx:beforeRequest", () => {
-    document.getElementById("upload-error").innerHTML = "";
+    document.getElementById("upload-message").innerHTML = "";
   });
   form.addEventListener("htmx:afterRequest", () => {
     input.value = "";

@@ -22,6 +22,16 @@ def api_requests(bot, document):
     ]
 
 
+def test_outsider_cannot_change_delete_or_retry(outsider_api, bot, document):
+    assert outsider_api.patch(f"/api/v1/bots/{bot.id}", {"name": "x"}, "application/json").status_code == 404
+    assert outsider_api.delete(f"/api/v1/documents/{document.id}").status_code == 404
+    assert outsider_api.post(f"/api/v1/documents/{document.id}/retry").status_code == 404
+    rollback = outsider_api.post(f"/api/v1/documents/{document.id}/rollback", {"version": 1}, "application/json")
+    assert rollback.status_code == 404
+    bot.refresh_from_db()
+    assert bot.name == "Handbook" and bot.documents.count() == 1
+
+
 def test_owner_reaches_the_bot_its_documents_and_search(owner_api, bot, document):
     for method, url, body in api_requests(bot, document):
         response = getattr(owner_api, method)(url, body, "application/json") if body else owner_api.get(url)
@@ -44,15 +54,28 @@ def test_outsider_does_not_see_the_bot_in_lists(outsider_api, bot):
 
 
 def test_outsider_gets_404_for_the_pages(client, outsider, owner, bot, document):
+    pages = [
+        f"/bots/{bot.slug}/",
+        f"/bots/{bot.slug}/knowledge/",
+        f"/bots/{bot.slug}/knowledge/table/",
+        f"/bots/{bot.slug}/settings/",
+        f"/documents/{document.id}/",
+    ]
     client.force_login(outsider)
-    assert client.get(f"/bots/{bot.slug}/").status_code == 404
-    assert client.get(f"/documents/{document.id}/row/").status_code == 404
+    for url in pages:
+        assert client.get(url).status_code == 404, url
     assert client.post(f"/bots/{bot.slug}/chat/", {"message": "hi"}).status_code == 404
     assert client.post(f"/bots/{bot.slug}/documents/", {"file": SimpleUploadedFile("x.txt", b"x")}).status_code == 404
+    assert client.post(f"/bots/{bot.slug}/settings/", {"name": "Mine now"}).status_code == 404
+    for action in ["retry", "delete"]:
+        assert client.post(f"/documents/{document.id}/{action}/").status_code == 404
     assert f"/bots/{bot.slug}/" not in client.get("/").content.decode()
     client.force_login(owner)
-    assert client.get(f"/bots/{bot.slug}/").status_code == 200
-    assert client.get(f"/documents/{document.id}/row/").status_code == 200
+    for url in pages:
+        assert client.get(url).status_code == 200, url
+    bot.refresh_from_db()
+    assert bot.name == "Handbook"
+    assert bot.documents.count() == 1
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client, bot):

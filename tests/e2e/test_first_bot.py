@@ -41,6 +41,7 @@ def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server
     page.fill("textarea[name=instructions]", "Answers questions about Northwind's policies.")
     page.click("button:has-text('Create bot')")
     expect(page.locator("h1")).to_have_text("Employee handbook")
+    page.click("nav.tabs >> text=Knowledge")
 
     drop(page, ("handbook.pdf", "application/pdf"), ("pixel.png", "image/png"))
     pdf_row = page.locator("tr.document", has_text="handbook.pdf")
@@ -51,6 +52,7 @@ def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server
     expect(png_row).to_have_attribute("data-status", "failed", timeout=30_000)
     expect(png_row.locator(".reason")).to_contain_text("can't read this kind of file")
 
+    page.click("nav.tabs >> text=Chat")
     page.fill("input[name=message]", "How many vacation days do employees get?")
     page.click("button:has-text('Ask')")
     answer = page.locator(".message.assistant").last

@@ -12,9 +12,9 @@ def chunk(chunk_id: int, text: str, page: int = 1, document_id: int = 1) -> Scor
 
 @pytest.fixture(scope="module")
 def encode():
-    from retrieval.services import embed_texts
+    from retrieval.embedders import get_embedder
 
-    return embed_texts
+    return get_embedder().encode
 
 
 CHUNKS = [
