@@ -129,6 +129,46 @@ def _chat_body(reply) -> dict:
     }
 
 
+@router.get("/bots/{bot_id}/shares", response=list[schemas.ShareOut], tags=["sharing"])
+def list_shares(request, bot_id: int):
+    return services.shares_of(services.get_editable_bot(request.user, pk=bot_id))
+
+
+@router.post("/bots/{bot_id}/shares", response={201: schemas.ShareOut}, tags=["sharing"])
+def share_bot(request, bot_id: int, payload: schemas.ShareIn):
+    bot = services.get_editable_bot(request.user, pk=bot_id)
+    return Status(201, services.share_bot(bot, username=payload.user, group=payload.group, role=payload.role))
+
+
+@router.delete("/bots/{bot_id}/shares/{share_id}", response={204: None}, tags=["sharing"])
+def unshare_bot(request, bot_id: int, share_id: int):
+    services.unshare_bot(services.get_editable_bot(request.user, pk=bot_id), share_id)
+    return Status(204, None)
+
+
+@router.get("/bots/{bot_id}/conversations", response=list[schemas.ConversationOut], tags=["chat"])
+def list_conversations(request, bot_id: int):
+    return services.conversations_of(services.get_bot(request.user, pk=bot_id), request.user)
+
+
+@router.patch("/bots/{bot_id}/conversations/{conversation_id}", response=schemas.ConversationOut, tags=["chat"])
+def rename_conversation(request, bot_id: int, conversation_id: int, payload: schemas.ConversationPatch):
+    bot = services.get_bot(request.user, pk=bot_id)
+    return services.rename_conversation(services.get_conversation(bot, request.user, conversation_id), payload.title)
+
+
+@router.delete("/bots/{bot_id}/conversations/{conversation_id}", response={204: None}, tags=["chat"])
+def delete_conversation(request, bot_id: int, conversation_id: int):
+    bot = services.get_bot(request.user, pk=bot_id)
+    services.get_conversation(bot, request.user, conversation_id).delete()
+    return Status(204, None)
+
+
+@router.post("/messages/{message_id}/feedback", response={201: schemas.FeedbackOut}, tags=["chat"])
+def give_feedback(request, message_id: int, payload: schemas.FeedbackIn):
+    return Status(201, services.give_feedback(request.user, message_id, payload.rating, payload.comment))
+
+
 @router.get("/traces/{trace_id}", response=schemas.TraceOut, tags=["traces"])
 def get_trace(request, trace_id: int):
     return services.get_trace(request.user, trace_id)

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -15,24 +16,24 @@ from django.utils.text import slugify
 
 class BotQuerySet(models.QuerySet):
     def visible_to(self, user) -> BotQuerySet:
-        """Bots `user` may see. Every lookup of a bot goes through here.
+        """Bots `user` may see: own, shared with them or a group of theirs, or all for admins.
 
-        Anything not in this queryset is answered with 404, never 403, so an outsider
-        cannot even learn that a bot exists.
+        Every lookup of a bot goes through here (or editable_by). Anything outside it is
+        answered with 404, never 403, so an outsider cannot even learn that a bot exists.
         """
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if user.is_superuser:
-            return self.all()
-        return self.filter(Q(owner=user))
+        return self._reachable_by(user, roles=[BotShare.Role.EDITOR, BotShare.Role.USER])
 
     def editable_by(self, user) -> BotQuerySet:
-        """Bots whose settings and documents `user` may change (a subset of visible_to)."""
+        """Bots whose settings, documents and sharing `user` may change (a subset of visible_to)."""
+        return self._reachable_by(user, roles=[BotShare.Role.EDITOR])
+
+    def _reachable_by(self, user, roles: list[str]) -> BotQuerySet:
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_superuser:
             return self.all()
-        return self.filter(owner=user)
+        shared = BotShare.objects.filter(role__in=roles).filter(Q(user=user) | Q(group__user=user))
+        return self.filter(Q(owner=user) | Q(pk__in=shared.values("bot_id")))
 
 
 class Bot(models.Model):
@@ -106,6 +107,40 @@ class Bot(models.Model):
         while Bot.objects.filter(slug=slug).exists():
             slug, n = f"{base}-{n}", n + 1
         return slug
+
+
+class BotShare(models.Model):
+    """A bot shared with one user or one group, as editor (settings, documents) or user (chat only)."""
+
+    class Role(models.TextChoices):
+        EDITOR = "editor", "Editor: can change settings and documents"
+        USER = "user", "User: can chat"
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="shares")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="bot_shares"
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="bot_shares")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.USER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["bot", "-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
+                name="share_with_user_or_group",
+            ),
+            models.UniqueConstraint(fields=["bot", "user"], name="one_share_per_user"),
+            models.UniqueConstraint(fields=["bot", "group"], name="one_share_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bot} → {self.user or self.group} ({self.role})"
+
+    @property
+    def grantee(self) -> str:
+        return self.user.get_username() if self.user_id else f"group {self.group.name}"
 
 
 class ApiTokenQuerySet(models.QuerySet):
@@ -192,6 +227,13 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
+
+    @property
+    def feedback_or_none(self):
+        try:
+            return self.feedback
+        except Feedback.DoesNotExist:
+            return None
 
 
 class BotConfigVersion(models.Model):

@@ -165,3 +165,48 @@ class TraceOut(Schema):
     config_version: int
     refused: bool
     created_at: datetime
+
+
+class ShareIn(Schema):
+    user: str = ""
+    group: str = ""
+    role: str = "user"
+
+
+class ShareOut(Schema):
+    id: int
+    user: str | None
+    group: str | None
+    role: str
+    created_at: datetime
+
+    @staticmethod
+    def resolve_user(share) -> str | None:
+        return share.user.get_username() if share.user_id else None
+
+    @staticmethod
+    def resolve_group(share) -> str | None:
+        return share.group.name if share.group_id else None
+
+
+class ConversationOut(Schema):
+    id: int
+    bot_id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationPatch(Schema):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class FeedbackIn(Schema):
+    rating: int = Field(description="1 helpful, -1 not helpful")
+    comment: str = ""
+
+
+class FeedbackOut(Schema):
+    message_id: int
+    rating: int
+    comment: str

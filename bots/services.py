@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404
 
-from bots.models import ApiToken, Bot, BotConfigVersion, Conversation, Message
+from bots.models import ApiToken, Bot, BotConfigVersion, BotShare, Conversation, Feedback, Message
 from documents import services as documents
 from retrieval import services as retrieval
 
@@ -74,7 +77,14 @@ def get_trace(user, trace_id: int):
     return trace
 
 
+def can_create_bots(user) -> bool:
+    """Builders (the bots.add_bot permission, directly or through a group) and admins."""
+    return user.is_authenticated and user.has_perm("bots.add_bot")
+
+
 def create_bot(owner, name: str, instructions: str = "") -> Bot:
+    if not can_create_bots(owner):
+        raise PermissionDenied("Only builders can create bots; ask an admin to make you one.")
     name = name.strip()
     if not name:
         raise ValueError("A bot needs a name.")
@@ -140,6 +150,83 @@ def _validate_settings(bot: Bot, changes: dict) -> None:
         raise ValueError("Passages per answer (top-k) must be between 1 and 50.")
     if "refusal_threshold" in changes and not 0.0 <= changes["refusal_threshold"] <= 1.0:
         raise ValueError("The refusal threshold must be between 0 and 1.")
+
+
+def share_bot(bot: Bot, *, username: str = "", group: str = "", role: str = BotShare.Role.USER) -> BotShare:
+    """Share `bot` with one user or one group; sharing again changes the role."""
+    if role not in BotShare.Role.values:
+        raise ValueError("The role must be editor or user.")
+    if bool(username) == bool(group):
+        raise ValueError("Share with either a user or a group.")
+    if username:
+        grantee = get_user_model().objects.filter(username=username, is_active=True).first()
+        if grantee is None:
+            raise ValueError(f"There is no user called {username!r}.")
+        if grantee.pk == bot.owner_id:
+            raise ValueError(f"{username} owns this bot already.")
+        share, _ = BotShare.objects.update_or_create(bot=bot, user=grantee, defaults={"role": role})
+    else:
+        team = Group.objects.filter(name=group).first()
+        if team is None:
+            raise ValueError(f"There is no group called {group!r}.")
+        share, _ = BotShare.objects.update_or_create(bot=bot, group=team, defaults={"role": role})
+    return share
+
+
+def share_candidates(bot: Bot) -> list[str]:
+    """Usernames and "group:<name>" entries to suggest in the share box."""
+    users = get_user_model().objects.filter(is_active=True).exclude(pk=bot.owner_id).order_by("username")
+    groups = Group.objects.order_by("name")
+    return [user.get_username() for user in users[:500]] + [f"group:{group.name}" for group in groups[:200]]
+
+
+def unshare_bot(bot: Bot, share_id: int) -> None:
+    deleted, _ = BotShare.objects.filter(bot=bot, pk=share_id).delete()
+    if not deleted:
+        raise Http404("No such share.")
+
+
+def shares_of(bot: Bot):
+    return bot.shares.select_related("user", "group")
+
+
+def conversations_of(bot: Bot, user):
+    return Conversation.objects.filter(bot=bot, user=user)
+
+
+def get_conversation(bot: Bot, user, pk: int) -> Conversation:
+    conversation = conversations_of(bot, user).filter(pk=pk).first()
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def rename_conversation(conversation: Conversation, title: str) -> Conversation:
+    title = title.strip()
+    if not title:
+        raise ValueError("A conversation needs a title.")
+    conversation.title = title[:200]
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def give_feedback(user, message_id: int, rating: int, comment: str = "") -> Feedback:
+    """Thumbs up (1) or down (-1) on an answer in one of `user`'s own conversations."""
+    if rating not in (1, -1):
+        raise ValueError("Feedback is 1 (helpful) or -1 (not helpful).")
+    message = Message.objects.filter(
+        pk=message_id, role=Message.Role.ASSISTANT, conversation__user=user, conversation__bot__in=visible_bots(user)
+    ).first()
+    if message is None:
+        raise Http404("No such answer.")
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message, defaults={"user": user, "rating": rating, "comment": comment.strip()[:2000]}
+    )
+    return feedback
+
+
+def feedback_of(bot: Bot):
+    return Feedback.objects.filter(message__conversation__bot=bot).select_related("message", "user")
 
 
 def user_for_token(key: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -21,7 +22,7 @@ from django_htmx.middleware import HtmxDetails
 
 from bots import services
 from bots.forms import BotForm, BotSettingsForm, ChatForm
-from bots.models import Bot, Conversation
+from bots.models import Bot, BotShare, Conversation
 from bots.streaming import sse, sse_response
 from documents import services as documents
 from retrieval import services as retrieval
@@ -37,13 +38,14 @@ class HtmxHttpRequest(HttpRequest):
 
 @login_required
 def bot_list(request: HtmxHttpRequest) -> HttpResponse:
+    can_create = services.can_create_bots(request.user)
+    form = BotForm(request.POST or None) if can_create else None
     if request.method == "POST":
-        form = BotForm(request.POST)
+        if not can_create:
+            raise PermissionDenied("Only builders can create bots.")
         if form.is_valid():
             bot = services.create_bot(request.user, form.cleaned_data["name"], form.cleaned_data["instructions"])
             return redirect(bot)
-    else:
-        form = BotForm()
     bots = services.visible_bots(request.user).select_related("owner")
     return render(request, "bots/bot_list.html", {"bots": bots, "form": form})
 
@@ -60,6 +62,7 @@ def bot_chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if (conversation_id := request.GET.get("conversation", "")).isdigit():
         conversation = Conversation.objects.filter(bot=bot, user=request.user, pk=int(conversation_id)).first()
     context = _bot_context(request, bot, "chat") | {
+        "conversations": services.conversations_of(bot, request.user)[:50],
         "conversation": conversation,
         "chat_messages": conversation.messages.all() if conversation else [],
         "chat_form": ChatForm(initial={"conversation": conversation.pk if conversation else None}),
@@ -249,3 +252,88 @@ def bot_traces(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "active_filter": active_filter,
     }
     return render(request, "bots/bot_traces.html", context)
+
+
+@login_required
+@require_POST
+def conversation_rename(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse:
+    bot = services.get_bot(request.user, slug=slug)
+    conversation = services.get_conversation(bot, request.user, pk)
+    try:
+        services.rename_conversation(conversation, request.POST.get("title", ""))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{reverse('bots:detail', args=[bot.slug])}?conversation={conversation.pk}")
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HtmxHttpRequest, slug: str, pk: int) -> HttpResponse:
+    bot = services.get_bot(request.user, slug=slug)
+    services.get_conversation(bot, request.user, pk).delete()
+    messages.success(request, "Conversation deleted.")
+    return redirect(bot)
+
+
+@login_required
+@require_POST
+def feedback(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
+    rating = 1 if request.POST.get("rating") == "up" else -1
+    given = services.give_feedback(request.user, message_id, rating, request.POST.get("comment", ""))
+    if request.htmx:
+        return render(request, CHAT_TEMPLATE + "#feedback", {"message": given.message, "feedback": given})
+    return redirect(
+        f"{reverse('bots:detail', args=[given.message.conversation.bot.slug])}"
+        f"?conversation={given.message.conversation_id}"
+    )
+
+
+@login_required
+def bot_sharing(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    if request.method == "POST":
+        who = request.POST.get("who", "").strip()
+        role = request.POST.get("role", "user")
+        is_group = who.startswith("group:")
+        try:
+            share = services.share_bot(
+                bot,
+                username="" if is_group else who,
+                group=who.removeprefix("group:").strip() if is_group else "",
+                role=role,
+            )
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Shared with {share.grantee} as {share.get_role_display().split(':')[0]}.")
+        return redirect("bots:sharing", bot.slug)
+    context = _bot_context(request, bot, "sharing") | {
+        "shares": services.shares_of(bot),
+        "candidates": services.share_candidates(bot),
+        "roles": BotShare.Role.choices,
+    }
+    return render(request, "bots/bot_sharing.html", context)
+
+
+@login_required
+@require_POST
+def bot_unshare(request: HtmxHttpRequest, slug: str, share_id: int) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    services.unshare_bot(bot, share_id)
+    messages.success(request, "Access removed.")
+    return redirect("bots:sharing", bot.slug)
+
+
+@login_required
+@require_GET
+def bot_quality(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    feedback_rows = services.feedback_of(bot)
+    context = _bot_context(request, bot, "quality") | {
+        "feedback": feedback_rows[:100],
+        "helpful": feedback_rows.filter(rating=1).count(),
+        "unhelpful": feedback_rows.filter(rating=-1).count(),
+        "answers": retrieval.traces_of_bots([bot]).count(),
+        "refused": retrieval.traces_of_bots([bot]).filter(refused=True).count(),
+    }
+    return render(request, "bots/bot_quality.html", context)

@@ -1,6 +1,6 @@
 """The NinjaAPI at /api/v1/: mounts each app's router and renders every error as {"detail": ...}."""
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from ninja import NinjaAPI
 
 from bots.api import router as bots_router
@@ -24,3 +24,8 @@ def bad_value(request, exc: ValueError):
 @api.exception_handler(ValidationError)
 def invalid(request, exc: ValidationError):
     return api.create_response(request, {"detail": " ".join(exc.messages)}, status=400)
+
+
+@api.exception_handler(PermissionDenied)
+def forbidden(request, exc: PermissionDenied):
+    return api.create_response(request, {"detail": str(exc) or "You may not do this."}, status=403)

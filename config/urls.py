@@ -7,5 +7,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("v1/", include("bots.openai_urls")),
+    path("console/", include("bots.console_urls")),
     path("", include("bots.urls")),
 ]

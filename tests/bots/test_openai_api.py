@@ -1,0 +1,300 @@
+"""The OpenAI-compatible endpoint, driven by the official `openai` client over real HTTP."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import openai
+import pytest
+from django.core.files.base import ContentFile
+from django.test import Client
+
+from bots import services
+from bots.models import ApiToken, Bot
+
+live = pytest.mark.django_db(transaction=True)
+
+FULL_TIME = "Full-time employees receive 25 days of paid vacation per calendar year."
+PART_TIME = "Part-time employees receive 12 days of paid vacation, prorated to their hours."
+QUESTION = "How many vacation days do full-time employees get?"
+
+
+def index_texts(bot, texts: dict[str, str]) -> dict[str, int]:
+    """Put texts straight into a bot's active chunks (real embeddings), one document each, page 1.
+
+    A copy of tests/retrieval/conftest.py's fixture: content without a Celery worker.
+    """
+    from documents.models import Chunk, Document, DocumentVersion
+    from retrieval.services import embed_texts
+
+    chunk_ids = {}
+    vectors = embed_texts(list(texts.values()))
+    for (name, text), vector in zip(texts.items(), vectors, strict=True):
+        document = Document.objects.create(bot=bot, filename=name, status="ready")
+        version = DocumentVersion(document=document, number=1, content_hash="0" * 64, size_bytes=len(text))
+        version.file.save(name, ContentFile(text.encode()), save=False)
+        version.save()
+        document.current_version = document.active_version = version
+        document.chunk_count = 1
+        document.save()
+        chunk = Chunk.objects.create(
+            bot=bot, document=document, version=version, index_version=bot.index_version, ordinal=0, page=1,
+            text=text, token_count=len(text.split()), embedding=vector, dimensions=len(vector), is_active=True,
+        )  # fmt: skip
+        chunk_ids[name] = chunk.id
+    return chunk_ids
+
+
+def token_for(user) -> str:
+    return ApiToken.issue(user)[1]
+
+
+def client_for(live_server, user) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live_server.url + "/v1", api_key=token_for(user), max_retries=0)
+
+
+@pytest.fixture
+def default_embedding_model(db):
+    """The default embedding model, seeded again as its data migration does.
+
+    The flush after each transactional test empties every table, and unlike content
+    types and permissions this row is not recreated by post_migrate.
+    """
+    from django.apps import apps
+
+    importlib.import_module("retrieval.migrations.0002_default_embedding_model").add_default_model(apps, None)
+
+
+@pytest.fixture
+def handbook(bot, default_embedding_model):
+    chunk_ids = index_texts(bot, {"full-time.txt": FULL_TIME, "part-time.txt": PART_TIME})
+    return bot, chunk_ids
+
+
+@live
+def test_models_list_shows_the_callers_bots_only(live_server, owner, member, outsider, bot):
+    services.share_bot(bot, username=member.username)
+    outsiders_bot = Bot.objects.create(owner=outsider, name="Oscar's notes")
+
+    def model_ids(user):
+        return [model.id for model in client_for(live_server, user).models.list()]
+
+    assert model_ids(owner) == [bot.slug]
+    assert model_ids(member) == [bot.slug]
+    assert model_ids(outsider) == [outsiders_bot.slug]
+    [listed] = client_for(live_server, member).models.list().data
+    assert (listed.object, listed.owned_by) == ("model", "olivia")
+    assert listed.created == int(bot.created_at.timestamp())
+    assert client_for(live_server, member).models.retrieve(bot.slug).id == bot.slug
+    with pytest.raises(openai.NotFoundError):
+        client_for(live_server, outsider).models.retrieve(bot.slug)
+
+
+@live
+def test_completion_answers_with_cited_text_citations_and_trace(live_server, owner, handbook):
+    bot, chunk_ids = handbook
+    completion = client_for(live_server, owner).chat.completions.create(
+        model=bot.slug, messages=[{"role": "user", "content": QUESTION}], temperature=0.0, max_tokens=50
+    )
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == bot.slug
+    [choice] = completion.choices
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    assert "25 days" in choice.message.content
+    assert "[1]" in choice.message.content
+    usage = completion.usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+    extra = completion.model_extra
+    first = extra["citations"][0]
+    assert first["n"] == 1
+    assert first["chunk_id"] == chunk_ids["full-time.txt"]
+    assert (first["document_name"], first["page"]) == ("full-time.txt", 1)
+    assert "25 days" in first["snippet"]
+    assert "passage" not in first
+    assert isinstance(extra["trace_id"], int)
+
+
+@live
+def test_streamed_deltas_add_up_to_the_non_streamed_answer(live_server, owner, handbook):
+    bot, _ = handbook
+    client = client_for(live_server, owner)
+    messages = [{"role": "user", "content": QUESTION}]
+    whole = client.chat.completions.create(model=bot.slug, messages=messages)
+
+    chunks = list(client.chat.completions.create(model=bot.slug, messages=messages, stream=True))
+    assert len(chunks) > 3
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk.id for chunk in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == whole.choices[0].message.content
+    assert [chunk.choices[0].finish_reason for chunk in chunks[:-1]] == [None] * (len(chunks) - 1)
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.model_extra["citations"] == whole.model_extra["citations"]
+    assert isinstance(last.model_extra["trace_id"], int)
+    assert last.model_extra["trace_id"] != whole.model_extra["trace_id"]  # each answer has its own trace
+
+
+@live
+def test_usage_chunk_comes_last_when_asked_for(live_server, owner, handbook):
+    bot, _ = handbook
+    stream = client_for(live_server, owner).chat.completions.create(
+        model=bot.slug,
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    *answer, usage_chunk = list(stream)
+    assert answer[-1].choices[0].finish_reason == "stop"
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage.total_tokens > 0
+
+
+@live
+def test_member_may_ask_but_outsider_and_unknown_models_are_not_found(live_server, owner, member, outsider, handbook):
+    bot, _ = handbook
+    services.share_bot(bot, username=member.username)
+    messages = [{"role": "user", "content": QUESTION}]
+
+    answer = client_for(live_server, member).chat.completions.create(model=bot.slug, messages=messages)
+    assert "25 days" in answer.choices[0].message.content
+    with pytest.raises(openai.NotFoundError) as outsider_error:
+        client_for(live_server, outsider).chat.completions.create(model=bot.slug, messages=messages)
+    with pytest.raises(openai.NotFoundError) as unknown_error:
+        client_for(live_server, owner).chat.completions.create(model="no-such-bot", messages=messages)
+    # The same answer either way, so an outsider cannot tell that the bot exists.
+    assert outsider_error.value.code == unknown_error.value.code == "model_not_found"
+    assert (
+        outsider_error.value.body["message"]
+        == f"The model `{bot.slug}` does not exist or you do not have access to it."
+    )
+    with pytest.raises(openai.NotFoundError):
+        client_for(live_server, outsider).chat.completions.create(model=bot.slug, messages=messages, stream=True)
+
+
+@live
+def test_bad_or_revoked_key_is_an_authentication_error(live_server, owner, bot):
+    from django.utils import timezone
+
+    bad = openai.OpenAI(base_url=live_server.url + "/v1", api_key="dct_not-a-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as error:
+        bad.models.list()
+    assert error.value.code == "invalid_api_key"
+    token, key = ApiToken.issue(owner)
+    token.revoked_at = timezone.now()
+    token.save()
+    revoked = openai.OpenAI(base_url=live_server.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        revoked.chat.completions.create(model=bot.slug, messages=[{"role": "user", "content": QUESTION}])
+
+
+@live
+def test_follow_up_is_rewritten_with_the_history(live_server, owner, handbook):
+    bot, chunk_ids = handbook
+    key = token_for(owner)
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=key, max_retries=0)
+    first = client.chat.completions.create(model=bot.slug, messages=[{"role": "user", "content": QUESTION}])
+    follow_up = client.chat.completions.create(
+        model=bot.slug,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": [{"type": "text", "text": "And part-time employees?"}]},
+        ],
+    )
+    assert "12 days" in follow_up.choices[0].message.content
+    # The extractive answerer quotes both passages either way; the trace shows the history was used.
+    assert chunk_ids["part-time.txt"] in [citation["chunk_id"] for citation in follow_up.model_extra["citations"]]
+
+    trace_id = follow_up.model_extra["trace_id"]
+    trace = Client(headers={"Authorization": f"Bearer {key}"}).get(f"/api/v1/traces/{trace_id}").json()
+    assert trace["question"] == "And part-time employees?"
+    assert trace["rewritten_question"] == "vacation days: And part-time employees?"
+    alone = client.chat.completions.create(
+        model=bot.slug, messages=[{"role": "user", "content": "And part-time employees?"}]
+    )
+    trace = Client(headers={"Authorization": f"Bearer {key}"}).get(f"/api/v1/traces/{alone.model_extra['trace_id']}")
+    assert trace.json()["rewritten_question"] == "And part-time employees?"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ("{not json", None),
+        ("[]", None),
+        ({"messages": [{"role": "user", "content": QUESTION}]}, "model"),
+        ({"model": "handbook"}, "messages"),
+        ({"model": "handbook", "messages": "hi"}, "messages"),
+        ({"model": "handbook", "messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+        ({"model": "handbook", "messages": [{"role": "user", "content": "   "}]}, "messages"),
+        ({"model": "handbook", "messages": [{"role": "user", "content": 42}]}, "messages[0]"),
+        ({"model": "handbook", "messages": [{"role": "user", "content": QUESTION}], "stream": "yes"}, "stream"),
+    ],
+)
+def test_malformed_requests_are_400_in_openai_error_shape(owner, bot, body, param):
+    client = Client(headers={"Authorization": f"Bearer {token_for(owner)}"})
+    raw = body if isinstance(body, str) else json.dumps(body)
+    response = client.post("/v1/chat/completions", raw, content_type="application/json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+
+
+@pytest.mark.django_db
+def test_missing_key_and_wrong_method_are_openai_errors(owner, bot):
+    anonymous = Client()
+    missing = anonymous.post("/v1/chat/completions", {"model": bot.slug}, content_type="application/json")
+    assert missing.status_code == 401
+    assert missing["WWW-Authenticate"] == "Bearer"
+    assert missing.json()["error"]["code"] == "invalid_api_key"
+    assert anonymous.get("/v1/models").status_code == 401
+    wrong_method = Client(headers={"Authorization": f"Bearer {token_for(owner)}"}).get("/v1/chat/completions")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+@live
+def test_streams_under_asgi_as_in_production(owner, handbook):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    bot, _ = handbook
+    key = token_for(owner)
+    body = {"model": bot.slug, "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+
+    async def read_stream():
+        response = await AsyncClient().post(
+            "/v1/chat/completions", body, content_type="application/json", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.is_async
+        return [part.decode() async for part in response.streaming_content]
+
+    parts = async_to_sync(read_stream)()
+    assert parts[-1] == "data: [DONE]\n\n"
+    chunks = [json.loads(part.removeprefix("data: ")) for part in parts[:-1]]
+    assert "25 days" in "".join(chunk["choices"][0]["delta"].get("content", "") for chunk in chunks)
+    assert chunks[-1]["citations"]
+
+
+@live
+def test_a_failure_mid_stream_reaches_the_client_as_an_error(live_server, owner, bot, monkeypatch):
+    from retrieval import services as retrieval
+
+    def failing_answer_stream(bot, question, history):
+        yield retrieval.AnswerEvent("token", "Full-time ")
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(retrieval, "answer_stream", failing_answer_stream)
+    stream = client_for(live_server, owner).chat.completions.create(
+        model=bot.slug, messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="The answer failed"):
+        list(stream)
