@@ -24,14 +24,31 @@ class BotSettingsForm(forms.ModelForm):
         fields = [
             "name",
             "instructions",
+            "provider",
+            "llm_model",
+            "temperature",
+            "max_tokens",
+            "prompt_template",
             "top_k",
             "refusal_threshold",
             "chunking_strategy",
             "chunk_size_tokens",
             "chunk_overlap_tokens",
             "embedding_model",
+            "rrf_k",
+            "vector_weight",
+            "keyword_weight",
+            "reranker",
         ]
         labels = {
+            "provider": "Answer with",
+            "llm_model": "Language model",
+            "max_tokens": "Longest answer (tokens)",
+            "prompt_template": "Prompt template",
+            "rrf_k": "Fusion constant",
+            "vector_weight": "Weight of meaning",
+            "keyword_weight": "Weight of exact words",
+            "reranker": "Reranker model",
             "top_k": "Passages per answer",
             "refusal_threshold": "Refusal threshold",
             "chunking_strategy": "How documents are split",
@@ -41,6 +58,17 @@ class BotSettingsForm(forms.ModelForm):
         }
         help_texts = {
             "instructions": "What the bot is for and how it should answer.",
+            "provider": "A language model service set up by an admin, or Docent's built-in answerer, which quotes "
+            "the documents word for word.",
+            "llm_model": "One of the provider's models; empty means its first.",
+            "temperature": "0 gives the same answer every time; higher is more varied. 0.2 suits factual bots.",
+            "max_tokens": "Caps how long an answer may be. 512 is a few paragraphs.",
+            "prompt_template": "Advanced. Empty uses Docent's default, which insists on citations and on saying when "
+            "the documents don't cover a question. Placeholders: $instructions, $context.",
+            "rrf_k": "Advanced. How strongly the top results of each search count. Default 60.",
+            "vector_weight": "Advanced. How much finding passages by meaning counts. Default 1.",
+            "keyword_weight": "Advanced. How much matching exact words and codes counts. Default 1.",
+            "reranker": "Advanced. A cross-encoder model path to re-order passages; empty for none.",
             "top_k": "How many passages the bot reads before answering. More finds more, but is slower. Default 5.",
             "refusal_threshold": "0–1. Higher means the bot says “not in the documents” more readily. Default 0.25.",
             "chunking_strategy": "By headings keeps sections together (best for manuals and policies). "
@@ -50,11 +78,15 @@ class BotSettingsForm(forms.ModelForm):
             "chunk_overlap_tokens": "Text repeated between neighbouring passages so nothing falls between them.",
             "embedding_model": "The model that finds passages by meaning. Changing it re-indexes all documents.",
         }
-        widgets = {"instructions": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "instructions": forms.Textarea(attrs={"rows": 3}),
+            "prompt_template": forms.Textarea(attrs={"rows": 4}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["embedding_model"].empty_label = "Installation default"
+        self.fields["provider"].empty_label = "Built-in answerer (quotes the documents)"
 
     def changes(self) -> dict:
         return {name: self.cleaned_data[name] for name in self.changed_data}

@@ -137,7 +137,7 @@ def chat_completions(request, user):
     asked = _read_request(request)
     bot = _bot_for_model(user, asked["model"])
     reply = _Reply(bot.slug, asked["question"], asked["history"])
-    events = retrieval.answer_stream(bot, asked["question"], asked["history"])
+    events = retrieval.answer_stream(bot, asked["question"], asked["history"], asked_by=user)
     if asked["stream"]:
         return sse_response(request, reply.stream(events, include_usage=asked["include_usage"]))
     for event in events:

@@ -22,6 +22,14 @@ class BotOut(Schema):
     chunk_size_tokens: int
     chunk_overlap_tokens: int
     embedding_model: str | None
+    provider: str | None
+    llm_model: str
+    temperature: float
+    max_tokens: int
+    rrf_k: int
+    vector_weight: float
+    keyword_weight: float
+    reranker: str
     config_version: int
     index_version: int
     created_at: datetime
@@ -29,6 +37,10 @@ class BotOut(Schema):
     @staticmethod
     def resolve_owner(bot) -> str:
         return bot.owner.get_username()
+
+    @staticmethod
+    def resolve_provider(bot) -> str | None:
+        return bot.provider.name if bot.provider_id else None
 
     @staticmethod
     def resolve_embedding_model(bot) -> str | None:
@@ -46,6 +58,15 @@ class BotPatch(Schema):
     chunk_size_tokens: int | None = None
     chunk_overlap_tokens: int | None = None
     embedding_model: str | None = Field(None, description="An embedding model's name, as listed by admins.")
+    provider: str | None = Field(None, description="An LLM provider's name; empty string for the built-in answerer.")
+    llm_model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    prompt_template: str | None = None
+    rrf_k: int | None = None
+    vector_weight: float | None = None
+    keyword_weight: float | None = None
+    reranker: str | None = None
 
 
 class VersionOut(Schema):

@@ -56,21 +56,30 @@ def get_document(user, pk: int, *, for_change: bool = False):
 SETTINGS_FIELDS = [
     "name",
     "instructions",
+    "provider",
+    "llm_model",
+    "temperature",
+    "max_tokens",
+    "prompt_template",
+    "top_k",
+    "refusal_threshold",
     "chunking_strategy",
     "chunk_size_tokens",
     "chunk_overlap_tokens",
     "embedding_model",
-    "top_k",
-    "refusal_threshold",
+    "rrf_k",
+    "vector_weight",
+    "keyword_weight",
+    "reranker",
 ]
 # Changing any of these means the documents must be chunked or embedded again.
 INDEX_FIELDS = {"chunking_strategy", "chunk_size_tokens", "chunk_overlap_tokens", "embedding_model"}
 
 
 def get_trace(user, trace_id: int):
-    """A trace `user` may read: of a bot they can edit, or of an answer in their own conversation."""
+    """A trace `user` may read: of a bot they can edit, or of a question they asked themselves."""
     editable = retrieval.traces_of_bots(Bot.objects.editable_by(user)).filter(pk=trace_id)
-    own = retrieval.traces_of_bots(visible_bots(user)).filter(pk=trace_id, message__conversation__user=user)
+    own = retrieval.traces_of_bots(visible_bots(user)).filter(pk=trace_id, asked_by=user)
     trace = (editable | own).select_related("bot").first()
     if trace is None:
         raise Http404("No such trace.")
@@ -150,6 +159,19 @@ def _validate_settings(bot: Bot, changes: dict) -> None:
         raise ValueError("Passages per answer (top-k) must be between 1 and 50.")
     if "refusal_threshold" in changes and not 0.0 <= changes["refusal_threshold"] <= 1.0:
         raise ValueError("The refusal threshold must be between 0 and 1.")
+    if "temperature" in changes and not 0.0 <= changes["temperature"] <= 2.0:
+        raise ValueError("Temperature must be between 0 and 2.")
+    if "max_tokens" in changes and not 16 <= changes["max_tokens"] <= 8192:
+        raise ValueError("Answer length must be between 16 and 8192 tokens.")
+    if "rrf_k" in changes and not 1 <= changes["rrf_k"] <= 1000:
+        raise ValueError("The fusion constant must be between 1 and 1000.")
+    for weight in ("vector_weight", "keyword_weight"):
+        if weight in changes and not 0.0 <= changes[weight] <= 10.0:
+            raise ValueError("Search weights must be between 0 and 10.")
+    provider = changes.get("provider", bot.provider if bot.provider_id else None)
+    model = changes.get("llm_model", bot.llm_model)
+    if provider is not None and model and provider.model_names and model not in provider.model_names:
+        raise ValueError(f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those.")
 
 
 def share_bot(bot: Bot, *, username: str = "", group: str = "", role: str = BotShare.Role.USER) -> BotShare:
@@ -299,7 +321,7 @@ def answer_stream(question: Message):
         .exclude(pk=question.pk)
         .order_by("created_at", "id")
     ]
-    for event in retrieval.answer_stream(conversation.bot, question.text, history):
+    for event in retrieval.answer_stream(conversation.bot, question.text, history, asked_by=conversation.user):
         if event.kind == "token":
             yield ChatEvent("token", event.text)
             continue

@@ -303,8 +303,9 @@ def _page_ranges(numbers: list[int]) -> str:
 def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> None:
     """Turn the version's pages into inactive, not yet embedded chunks for the bot's index version."""
     index_version = bot.index_version
-    if version.chunked_index_version == index_version:
-        return
+    already_chunked = Chunk.objects.filter(version=version, index_version=index_version).exists()
+    if version.chunked_index_version == index_version and already_chunked:
+        return  # a resumed run: the chunks are written (an activated-then-replaced version has none left)
     progress.chunking()
     from retrieval.services import embedder, embedding_model_for
 

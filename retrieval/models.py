@@ -1,5 +1,6 @@
 """Embedding models admins manage, and per-answer traces of how each answer was made."""
 
+from django.conf import settings
 from django.db import models
 
 from config import crypto
@@ -74,6 +75,14 @@ class Trace(models.Model):
     """
 
     bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="traces")
+    asked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked.",
+    )
     question = models.TextField()
     rewritten_question = models.TextField(blank=True)
     answer = models.TextField(blank=True)

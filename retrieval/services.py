@@ -58,6 +58,18 @@ def get_embedding_model(name: str | None) -> EmbeddingModel | None:
     return model
 
 
+def get_provider(name: str | None):
+    """The LLM provider called `name` (None or "" means the built-in extractive answerer)."""
+    from retrieval.models import LLMProvider
+
+    if not name:
+        return None
+    provider = LLMProvider.objects.filter(name=name).first()
+    if provider is None:
+        raise ValueError(f"There is no provider called {name!r}.")
+    return provider
+
+
 def embedding_model_for(bot) -> EmbeddingModel:
     """The model `bot` embeds with: its own choice, or the installation's default."""
     return bot.embedding_model if bot.embedding_model_id else default_embedding_model()
@@ -278,7 +290,7 @@ def _approximate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def answer_stream(bot, question: str, history: list[tuple[str, str]] = ()):
+def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked_by=None):
     """Answer `question` from `bot`'s documents as a stream of AnswerEvents, then store a trace.
 
     With an LLM provider the bot's prompt template gets numbered context blocks, the
@@ -340,6 +352,7 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = ()):
     cited_ids = {citation.chunk.chunk_id for citation in result.citations}
     trace = Trace.objects.create(
         bot_id=bot.id,
+        asked_by=asked_by,
         question=question,
         rewritten_question=rewritten,
         answer=result.text,
@@ -369,9 +382,9 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = ()):
     yield AnswerEvent("done", answer=result, trace=trace)
 
 
-def answer(bot, question: str, history: list[tuple[str, str]] = ()) -> tuple[Answer, Trace]:
+def answer(bot, question: str, history: list[tuple[str, str]] = (), asked_by=None) -> tuple[Answer, Trace]:
     """The whole answer at once (see answer_stream)."""
-    for event in answer_stream(bot, question, history):
+    for event in answer_stream(bot, question, history, asked_by):
         if event.kind == "done":
             return event.answer, event.trace
     raise RuntimeError("answer_stream ended without an answer")

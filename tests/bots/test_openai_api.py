@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import openai
@@ -55,19 +54,7 @@ def client_for(live_server, user) -> openai.OpenAI:
 
 
 @pytest.fixture
-def default_embedding_model(db):
-    """The default embedding model, seeded again as its data migration does.
-
-    The flush after each transactional test empties every table, and unlike content
-    types and permissions this row is not recreated by post_migrate.
-    """
-    from django.apps import apps
-
-    importlib.import_module("retrieval.migrations.0002_default_embedding_model").add_default_model(apps, None)
-
-
-@pytest.fixture
-def handbook(bot, default_embedding_model):
+def handbook(bot):
     chunk_ids = index_texts(bot, {"full-time.txt": FULL_TIME, "part-time.txt": PART_TIME})
     return bot, chunk_ids
 
@@ -288,7 +275,7 @@ def test_streams_under_asgi_as_in_production(owner, handbook):
 def test_a_failure_mid_stream_reaches_the_client_as_an_error(live_server, owner, bot, monkeypatch):
     from retrieval import services as retrieval
 
-    def failing_answer_stream(bot, question, history):
+    def failing_answer_stream(bot, question, history, asked_by=None):
         yield retrieval.AnswerEvent("token", "Full-time ")
         raise RuntimeError("the database went away")
 
