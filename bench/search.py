@@ -98,7 +98,7 @@ def build(n: int, random_vectors: bool, rng: random.Random):
     from documents.models import Document, DocumentVersion
     from retrieval.services import embed_texts, ensure_vector_index
 
-    user, _ = get_user_model().objects.get_or_create(username="bench")
+    user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
     bot = create_bot(user, f"search-bench-{n}-{time.time_ns()}")
     document = Document.objects.create(bot=bot, filename=f"synthetic-{n}.txt", status="ready")
     version = DocumentVersion(document=document, number=1, content_hash="0" * 64, size_bytes=0)

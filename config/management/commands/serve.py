@@ -70,8 +70,11 @@ class Command(BaseCommand):
             self.stdout.write(f"Created the admin account {ADMIN_USERNAME} with DOCENT_ADMIN_PASSWORD.")
 
     def start_worker(self) -> subprocess.Popen:
+        # --beat runs the sweeper that re-queues documents whose task was lost. One beat per
+        # installation: with more workers elsewhere, run `celery beat` once instead (platform/README.md).
         command = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
+            "--beat", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"),
             "--queues", "ingest,default",
             "--concurrency", os.environ.get("DOCENT_WORKER_CONCURRENCY", "1"),
             "--loglevel", "INFO",
