@@ -127,7 +127,15 @@ def extractive_answer(
     # Keep sentences close to the best one, so a strong match isn't padded with weak ones.
     floor = max(threshold, best - 0.15)
     ranked = sorted(range(len(candidates)), key=lambda i: -similarities[i])
-    chosen = [i for i in ranked[:max_sentences] if similarities[i] >= floor]
+    chosen, seen = [], set()
+    for i in ranked:
+        # The same sentence in two documents (a PDF and its Word original) is quoted once.
+        key = " ".join(candidates[i][2].lower().split())
+        if similarities[i] < floor or len(chosen) == max_sentences:
+            break
+        if key not in seen:
+            seen.add(key)
+            chosen.append(i)
     chosen.sort(
         key=lambda i: (chunks[candidates[i][0]].document_id, chunks[candidates[i][0]].ordinal, candidates[i][1])
     )

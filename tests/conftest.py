@@ -18,7 +18,22 @@ import pytest
 from django.test import Client
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The shared corpus (BEIR, 268 real documents): $DOCENT_SHARED_DATA, beside the checkout, or /work/shared."""
+    candidates = [
+        os.environ.get("DOCENT_SHARED_DATA", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+        "/work/shared/data",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return Path(candidates[1])
+
+
+SHARED_DATA = _shared_data()
 ROOT = Path(__file__).resolve().parents[1]
 
 

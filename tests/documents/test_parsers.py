@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from documents import parsers
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, SHARED_DATA
 
-SHARED_DOCS = Path(__file__).resolve().parents[3] / "shared" / "data" / "docs"
+SHARED_DOCS = SHARED_DATA / "docs"
 CORPUS_FOLDERS = {"pdf", "docx", "html", "md", "csv"}  # html_reference/ holds expected outputs, not uploads
 needs_shared_docs = pytest.mark.skipif(not SHARED_DOCS.is_dir(), reason="the shared document corpus is not here")
 

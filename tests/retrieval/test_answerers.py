@@ -64,3 +64,11 @@ def test_citation_numbers_follow_document_order(encode):
 
 def test_no_chunks_means_no_answer(encode):
     assert extractive_answer(encode(["anything"])[0], [], encode, threshold=0.4).refused
+
+
+def test_the_same_sentence_in_two_documents_is_quoted_once(encode):
+    same = "Full-time employees receive 25 days of paid vacation per calendar year."
+    chunks = [chunk(1, same, page=2, document_id=1), chunk(2, same, page=1, document_id=2)]
+    answer = extractive_answer(encode(["How many vacation days?"])[0], chunks, encode, threshold=0.2)
+    assert answer.text.count(same) == 1
+    assert len(answer.citations) == 1
