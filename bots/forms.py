@@ -1,6 +1,7 @@
 from django import forms
 
 from bots.models import Bot
+from bots.services import SETTINGS_FIELDS
 
 
 class BotForm(forms.ModelForm):
@@ -21,25 +22,7 @@ class BotSettingsForm(forms.ModelForm):
 
     class Meta:
         model = Bot
-        fields = [
-            "name",
-            "instructions",
-            "provider",
-            "llm_model",
-            "temperature",
-            "max_tokens",
-            "prompt_template",
-            "top_k",
-            "refusal_threshold",
-            "chunking_strategy",
-            "chunk_size_tokens",
-            "chunk_overlap_tokens",
-            "embedding_model",
-            "rrf_k",
-            "vector_weight",
-            "keyword_weight",
-            "reranker",
-        ]
+        fields = SETTINGS_FIELDS
         labels = {
             "provider": "Answer with",
             "llm_model": "Language model",

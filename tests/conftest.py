@@ -185,3 +185,51 @@ def wait_until_final(document_id: int, timeout: float = 120):
         if time.monotonic() > deadline:
             raise AssertionError(f"{document.filename} still {document.status} after {timeout}s")
         time.sleep(0.25)
+
+
+def index_texts_into(bot, texts: dict[str, str]) -> dict[str, int]:
+    """Put texts straight into a bot's active chunks (real embeddings), one document each, page 1.
+
+    Content without a Celery worker, for tests of search and answers; returns name → chunk id.
+    """
+    from django.core.files.base import ContentFile
+
+    from documents.models import Chunk, Document, DocumentVersion
+    from retrieval.services import embed_texts
+
+    chunk_ids = {}
+    vectors = embed_texts(list(texts.values()))
+    for (name, text), vector in zip(texts.items(), vectors, strict=True):
+        document = Document.objects.create(bot=bot, filename=name, status="ready")
+        version = DocumentVersion(document=document, number=1, content_hash="0" * 64, size_bytes=len(text))
+        version.file.save(name, ContentFile(text.encode()), save=False)
+        version.save()
+        document.current_version = document.active_version = version
+        document.chunk_count = 1
+        document.save()
+        chunk = Chunk.objects.create(
+            bot=bot, document=document, version=version, index_version=bot.index_version, ordinal=0, page=1,
+            text=text, token_count=len(text.split()), embedding=vector, dimensions=len(vector), is_active=True,
+        )  # fmt: skip
+        chunk_ids[name] = chunk.id
+    return chunk_ids
+
+
+@pytest.fixture
+def index_texts():
+    return index_texts_into
+
+
+@pytest.fixture
+def chat_server():
+    """A local server speaking the OpenAI chat-completions protocol (tests/chat_server.py)."""
+    import threading
+
+    from tests.chat_server import ChatServer
+
+    server = ChatServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

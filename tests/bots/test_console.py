@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from html import unescape
 
@@ -20,7 +19,7 @@ from documents import services as documents
 from documents.models import Chunk
 from retrieval import services as retrieval
 from retrieval.models import EmbeddingModel, LLMProvider, Trace
-from tests.chat_server import API_KEY, MODEL, ChatServer
+from tests.chat_server import API_KEY, MODEL
 
 pytestmark = pytest.mark.django_db
 
@@ -43,16 +42,6 @@ def as_admin(client, admin):
 def other_browser():
     """A second browser, for the person the admin is changing (as_admin uses `client`)."""
     return Client()
-
-
-@pytest.fixture
-def chat_server():
-    server = ChatServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -6,43 +6,17 @@ import json
 
 import openai
 import pytest
-from django.core.files.base import ContentFile
 from django.test import Client
 
 from bots import services
 from bots.models import ApiToken, Bot
+from tests.conftest import index_texts_into as index_texts
 
 live = pytest.mark.django_db(transaction=True)
 
 FULL_TIME = "Full-time employees receive 25 days of paid vacation per calendar year."
 PART_TIME = "Part-time employees receive 12 days of paid vacation, prorated to their hours."
 QUESTION = "How many vacation days do full-time employees get?"
-
-
-def index_texts(bot, texts: dict[str, str]) -> dict[str, int]:
-    """Put texts straight into a bot's active chunks (real embeddings), one document each, page 1.
-
-    A copy of tests/retrieval/conftest.py's fixture: content without a Celery worker.
-    """
-    from documents.models import Chunk, Document, DocumentVersion
-    from retrieval.services import embed_texts
-
-    chunk_ids = {}
-    vectors = embed_texts(list(texts.values()))
-    for (name, text), vector in zip(texts.items(), vectors, strict=True):
-        document = Document.objects.create(bot=bot, filename=name, status="ready")
-        version = DocumentVersion(document=document, number=1, content_hash="0" * 64, size_bytes=len(text))
-        version.file.save(name, ContentFile(text.encode()), save=False)
-        version.save()
-        document.current_version = document.active_version = version
-        document.chunk_count = 1
-        document.save()
-        chunk = Chunk.objects.create(
-            bot=bot, document=document, version=version, index_version=bot.index_version, ordinal=0, page=1,
-            text=text, token_count=len(text.split()), embedding=vector, dimensions=len(vector), is_active=True,
-        )  # fmt: skip
-        chunk_ids[name] = chunk.id
-    return chunk_ids
 
 
 def token_for(user) -> str:
