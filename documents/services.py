@@ -26,6 +26,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from pgvector.django import VectorField
 
@@ -427,7 +428,10 @@ def reindex_bot(bot_id: int) -> None:
                 parse_stage(version, progress)
                 chunk_stage(version, bot, progress)
             except parsers.ParseError as exc:
-                logger.warning("Re-indexing %s failed: %s", document, exc)
+                # Under the new settings this document can't be indexed: say so on its row
+                # (with Retry) rather than leave the bot "re-indexing" forever.
+                Chunk.objects.filter(document=document).delete()
+                document.fail(f"Could not be re-indexed with the new settings: {exc}")
                 continue
             embed_stage(version, bot, progress)
             prepared.append(version)
@@ -460,7 +464,8 @@ def sweep_stuck_documents() -> int:
     """Re-queue running documents whose row hasn't moved for DOCENT_STALE_SECONDS.
 
     Their task was lost (worker killed, broker restarted). Re-queueing is safe:
-    ingestion is idempotent and holds a per-document lock. Returns how many.
+    ingestion is idempotent and holds a per-document lock. Bots left half re-indexed
+    are re-queued the same way. Returns how many tasks were queued.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.DOCENT_STALE_SECONDS)
     running = [status for status in Document.Status if status not in Document.FINAL_STATUSES]
@@ -470,8 +475,17 @@ def sweep_stuck_documents() -> int:
         document.heartbeat()  # so the next sweep waits a full period before trying again
         enqueue_ingest(document.current_version_id)
         count += 1
+    # Bots whose re-indexing task died: documents still on an older index, untouched for a while.
+    stalled_bots = (
+        Chunk.objects.filter(is_active=True, index_version__lt=F("bot__index_version"), document__updated_at__lt=cutoff)
+        .values_list("bot_id", flat=True)
+        .distinct()
+    )
+    for bot_id in stalled_bots:
+        enqueue_reindex(bot_id)
+        count += 1
     if count:
-        logger.info("Re-queued %d stuck document(s)", count)
+        logger.info("Re-queued %d stuck document(s) or re-indexing(s)", count)
     return count
 
 

@@ -235,3 +235,13 @@ def test_bots_services_validate_settings():
     for changes in [{"chunk_size_tokens": 5}, {"chunk_overlap_tokens": 150}, {"chunking_strategy": "magic"}]:
         with pytest.raises(ValueError):
             bots._validate_settings(bot, changes)
+
+
+@pytest.mark.django_db
+def test_sweeper_requeues_a_bot_whose_reindexing_stalled(bot, settings, index_texts):
+    settings.DOCENT_STALE_SECONDS = 0
+    index_texts(bot, {"menu.txt": "Soup is served on Tuesdays."})
+    assert services.sweep_stuck_documents() == 0
+    bot.index_version += 1  # settings changed, and the re-indexing task died
+    bot.save()
+    assert services.sweep_stuck_documents() == 1
