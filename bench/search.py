@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for config/ and, for the local LLM protocol server, tests/
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 TOPICS = [
@@ -178,6 +178,37 @@ def measure(bot, queries: list[str], random_vectors: bool, n: int) -> None:
     emit(metric="hnsw_recall_at_10", chunks=n, vectors=vectors_kind, recall=round(sum(recalls) / len(recalls), 4))
 
 
+def first_token(bot, queries: list[str], n: int) -> None:
+    """Server time from question to the first streamed token: built-in answerer, and an LLM provider.
+
+    The provider is a local server speaking the OpenAI protocol (tests/chat_server.py) that
+    answers at once, so the figure is Docent's own time: rewrite, search, prompt, HTTP.
+    """
+    import threading
+
+    from retrieval import services
+    from retrieval.models import LLMProvider
+    from tests.chat_server import API_KEY, MODEL, ChatServer
+
+    server = ChatServer()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    provider = LLMProvider(name=f"bench-{time.time_ns()}", base_url=server.base_url, model_names=[MODEL])
+    provider.set_api_key(API_KEY)
+    provider.save()
+    for label, configured in [("extractive", None), ("openai_compatible_local", provider)]:
+        bot.provider = configured
+        samples = []
+        for query in queries:
+            started = time.perf_counter()
+            for event in services.answer_stream(bot, query):
+                if event.kind == "token":
+                    samples.append((time.perf_counter() - started) * 1000)
+                    break
+        emit(metric="time_to_first_token", answerer=label, chunks=n, queries=len(samples), **percentiles(samples))
+    server.shutdown()
+    provider.delete()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, action="append", help="chunks to build (repeatable); default 10000")
@@ -200,6 +231,7 @@ def main() -> None:
             f"Which {rng.choice(TOPICS)} rules apply to {rng.choice(OBJECTS)}?" for _ in range(args.queries // 2)
         ] + [text.split(" in section ")[1].split(".")[0] for text in rng.sample(sample, args.queries // 2)]
         measure(bot, queries, random_vectors, n)
+        first_token(bot, queries[:20], n)
         if not args.keep:
             bot.delete()
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404
+from django.utils import timezone
 
 from bots.models import ApiToken, Bot, BotConfigVersion, BotShare, Conversation, Feedback, Message
 from documents import services as documents
@@ -249,6 +250,22 @@ def give_feedback(user, message_id: int, rating: int, comment: str = "") -> Feed
 
 def feedback_of(bot: Bot):
     return Feedback.objects.filter(message__conversation__bot=bot).select_related("message", "user")
+
+
+def tokens_of(user):
+    return ApiToken.objects.filter(user=user).order_by("-created_at")
+
+
+def create_token(user, name: str) -> tuple[ApiToken, str]:
+    """A new API token for `user`; the plain key is returned once and never stored."""
+    name = name.strip() or "API token"
+    return ApiToken.issue(user, name=name[:100])
+
+
+def revoke_token(user, token_id: int) -> None:
+    revoked = ApiToken.objects.filter(user=user, pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if not revoked:
+        raise Http404("No such token.")
 
 
 def user_for_token(key: str):

@@ -6,6 +6,8 @@ app_name = "bots"
 
 urlpatterns = [
     path("", views.bot_list, name="list"),
+    path("profile/", views.profile, name="profile"),
+    path("profile/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("bots/<slug:slug>/", views.bot_chat, name="detail"),
     path("bots/<slug:slug>/chat/", views.chat, name="chat"),
     path("bots/<slug:slug>/questions/<int:message_id>/answer/", views.answer_stream, name="answer-stream"),

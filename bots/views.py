@@ -337,3 +337,21 @@ def bot_quality(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "refused": retrieval.traces_of_bots([bot]).filter(refused=True).count(),
     }
     return render(request, "bots/bot_quality.html", context)
+
+
+@login_required
+def profile(request: HtmxHttpRequest) -> HttpResponse:
+    """Your API tokens: create one (its key is shown this once), see when each was last used, revoke."""
+    new_key = None
+    if request.method == "POST":
+        _, new_key = services.create_token(request.user, request.POST.get("name", ""))
+    context = {"tokens": services.tokens_of(request.user), "new_key": new_key}
+    return render(request, "bots/profile.html", context)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HtmxHttpRequest, token_id: int) -> HttpResponse:
+    services.revoke_token(request.user, token_id)
+    messages.success(request, "Token revoked; programs using it can no longer sign in.")
+    return redirect("bots:profile")

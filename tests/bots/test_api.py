@@ -4,6 +4,7 @@ import sys
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.test import Client
 
 from bots.models import ApiToken, Bot
 from documents.models import Document
@@ -105,3 +106,17 @@ def test_importing_the_web_layer_does_not_import_torch():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "none"
+
+
+def test_profile_shows_a_new_token_once_and_revoking_it_locks_it_out(client, owner):
+    client.force_login(owner)
+    page = client.post("/profile/", {"name": "Slack bot"}).content.decode()
+    key = page.split('<code id="new-token">')[1].split("</code>")[0]
+    api = Client(headers={"Authorization": f"Bearer {key}"})
+    assert api.get("/api/v1/bots").status_code == 200
+    listing = client.get("/profile/").content.decode()
+    assert "Slack bot" in listing and key not in listing
+    token = ApiToken.objects.get(user=owner, name="Slack bot")
+    assert token.last_used_at is not None
+    assert client.post(f"/profile/tokens/{token.pk}/revoke/").status_code == 302
+    assert api.get("/api/v1/bots").status_code == 401

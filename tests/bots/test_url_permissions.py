@@ -38,6 +38,8 @@ def created(expected: dict, code: int) -> dict:
 # {conversation}, {question}, {answer}, {trace} are the owner's objects.
 WEB = {
     "bots:list": ("get", "/", None, {role: 200 for role in ROLES}),
+    "bots:profile": ("get", "/profile/", None, {role: 200 for role in ROLES}),
+    "bots:token-revoke": ("post", "/profile/tokens/{token}/revoke/", {}, redirects(OWNER_ONLY)),
     "bots:detail": ("get", "/bots/{slug}/", None, CHATTERS),
     "bots:chat": ("post", "/bots/{slug}/chat/", {"message": ""}, redirects(CHATTERS)),
     "bots:answer-stream": ("get", "/bots/{slug}/questions/{question}/answer/", None, OWNER_ONLY),
@@ -146,12 +148,13 @@ def world(owner, django_user_model):
     share = BotShare.objects.create(bot=bot, user=spare, role=BotShare.Role.USER)
     document = documents.add_document(bot, SimpleUploadedFile("canteen.txt", b"The canteen opens at 11:30."), False)
     conversation, answer = bots.ask(bot, owner, "When does the canteen open?")
+    token, _ = ApiToken.issue(owner)
     return {
         "people": people,
         "ids": {
             "bot": bot.id, "slug": bot.slug, "document": document.document.id, "share": share.id,
             "conversation": conversation.id, "question": answer.in_reply_to_id, "answer": answer.id,
-            "trace": answer.trace_id,
+            "trace": answer.trace_id, "token": token.id,
         },
     }  # fmt: skip
 
