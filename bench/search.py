@@ -3,7 +3,8 @@
 Builds N synthetic chunks in one bot (real 384-d embeddings of generated text, or
 random unit vectors with --random-vectors, the default from 1M up, stated in the
 output), then prints JSON lines: p50/p95 latency of vector, keyword and hybrid
-search, and HNSW recall@10 against exact search.
+search, HNSW recall@10 against exact search (ties at the 10th distance count as
+hits), and the server time before the first token of an answer.
 
     .venv/bin/python bench/search.py --n 10000            # make bench runs this size
     .venv/bin/python bench/search.py --n 100000 --n 1000000
@@ -162,7 +163,10 @@ def measure(bot, queries: list[str], random_vectors: bool, n: int) -> None:
         approximate = services.vector_search(chunks, model, vector, 10)
         timings["vector"].append((time.perf_counter() - started) * 1000)
         exact = services.vector_search(chunks, model, vector, 10, exact=True)
-        recalls.append(len({i for i, _ in approximate} & {i for i, _ in exact}) / max(1, len(exact)))
+        # Generated text has many equally distant neighbours: an approximate hit as close as the
+        # exact 10th is a correct one, whichever of the tied ids it happens to be.
+        tenth = min(similarity for _, similarity in exact) - 1e-6
+        recalls.append(sum(1 for _, similarity in approximate if similarity >= tenth) / max(1, len(exact)))
 
         started = time.perf_counter()
         services.keyword_search(chunks, query, 10)

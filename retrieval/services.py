@@ -140,6 +140,8 @@ def vector_search(chunks, model: EmbeddingModel, query_vector, limit: int, exact
     with transaction.atomic(), connection.cursor() as cursor:
         # pgvector ≥ 0.8: keep scanning the index until enough rows pass the bot filter.
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        # A wider candidate list than pgvector's default 40: better recall for a millisecond or two.
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.DOCENT_HNSW_EF_SEARCH)}")
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         hits = list(
