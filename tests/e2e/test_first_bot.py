@@ -1,41 +1,15 @@
 """A person's first bot: log in, create it, drop a PDF, watch it become ready, ask, read the cited answer."""
 
-import base64
-
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import fixture_bytes
+from tests.e2e.helpers import drop, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 
-DROP_FILES = """
-([zone, files]) => {
-  const transfer = new DataTransfer();
-  for (const file of files) {
-    const bytes = Uint8Array.from(atob(file.data), (c) => c.charCodeAt(0));
-    transfer.items.add(new File([bytes], file.name, { type: file.type }));
-  }
-  for (const type of ["dragenter", "dragover", "drop"]) {
-    zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }
-}
-"""
-
-
-def drop(page, *files: tuple[str, str]) -> None:
-    payload = [
-        {"name": name, "type": mime, "data": base64.b64encode(fixture_bytes(name)).decode()} for name, mime in files
-    ]
-    zone = page.locator("#dropzone").element_handle()
-    page.evaluate(DROP_FILES, [zone, payload])
-
 
 def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server, owner):
-    page.goto(live_server.url + "/")
-    page.fill("input[name=username]", "olivia")
-    page.fill("input[name=password]", "owner-pass-123")
-    page.click("button:has-text('Log in')")
+    log_in(page, live_server.url, "olivia", "owner-pass-123")
 
     page.fill("input[name=name]", "Employee handbook")
     page.fill("textarea[name=instructions]", "Answers questions about Northwind's policies.")
@@ -43,7 +17,7 @@ def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server
     expect(page.locator("h1")).to_have_text("Employee handbook")
     page.click("nav.tabs >> text=Knowledge")
 
-    drop(page, ("handbook.pdf", "application/pdf"), ("pixel.png", "image/png"))
+    drop(page, "handbook.pdf", "pixel.png")
     pdf_row = page.locator("tr.document", has_text="handbook.pdf")
     png_row = page.locator("tr.document", has_text="pixel.png")
     expect(pdf_row).to_be_visible()
