@@ -9,24 +9,18 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from retrieval.llms import CompletionStream, LLMError, OpenAICompatibleLLM
-from tests.chat_server import API_KEY, MODEL, ChatServer
+from tests.chat_server import API_KEY, MODEL
 
 
 @pytest.fixture
-def server():
-    chat_server = ChatServer()
-    thread = threading.Thread(target=chat_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield chat_server
-    chat_server.shutdown()
-    chat_server.server_close()
+def server(chat_server):
+    return chat_server
 
 
 @pytest.fixture
