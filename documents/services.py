@@ -283,22 +283,13 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> None:
         version.page_count = stored
         version.save(update_fields=["page_count"])
         if empty_pages and stored > 1:
-            version.document.notes = (
-                f"No extractable text on {_plural('page', len(empty_pages))} {_page_ranges(empty_pages)} "
-                "(scanned images?); the rest is indexed."
-            )
+            pages = f"{_plural('page', len(empty_pages))} {parsers.describe_page_ranges(empty_pages)}"
+            version.document.notes = f"No extractable text on {pages} (scanned images?); the rest is indexed."
             version.document.save(update_fields=["notes"])
 
 
 def _plural(word: str, count: int) -> str:
     return word if count == 1 else word + "s"
-
-
-def _page_ranges(numbers: list[int]) -> str:
-    describe = getattr(parsers, "describe_page_ranges", None)
-    if describe:
-        return describe(numbers)
-    return ", ".join(str(n) for n in numbers)
 
 
 def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> None:

@@ -245,3 +245,21 @@ def test_sweeper_requeues_a_bot_whose_reindexing_stalled(bot, settings, index_te
     bot.index_version += 1  # settings changed, and the re-indexing task died
     bot.save()
     assert services.sweep_stuck_documents() == 1
+
+
+@pytest.mark.django_db
+def test_pages_without_text_are_reported_and_the_rest_indexed(bot):
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(FIXTURES / "handbook.pdf").pages:
+        writer.add_page(page)
+    writer.add_blank_page()
+    writer.add_blank_page()
+    pdf = io.BytesIO()
+    writer.write(pdf)
+    upload = services.add_document(bot, SimpleUploadedFile("scan-at-end.pdf", pdf.getvalue()), enqueue=False)
+    services.ingest_version(upload.document.current_version_id)
+    upload.document.refresh_from_db()
+    assert upload.document.status == "ready"
+    assert upload.document.notes == "No extractable text on pages 5–6 (scanned images?); the rest is indexed."
