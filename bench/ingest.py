@@ -20,8 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# The shared corpus is not in the repository: $DOCENT_SHARED_DATA, or shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("DOCENT_SHARED_DATA") or ROOT.parent / "shared" / "data")
 # Lessig's "Free Culture" (pdf.js test corpus): pages 17–36 are dense running text, ~2,200 characters each.
-DEFAULT_PDF = ROOT.parent / "shared" / "data" / "docs" / "pdf" / "pdfjs__test__pdfs__freeculture.pdf"
+DEFAULT_PDF = SHARED_DATA / "docs" / "pdf" / "pdfjs__test__pdfs__freeculture.pdf"
 
 
 def page_range(path: Path, first: int, pages: int) -> bytes:
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--first-page", type=int, default=17)
     parser.add_argument("--pages", type=int, default=20)
     args = parser.parse_args()
+    if not args.pdf.is_file():
+        parser.error(f"{args.pdf} is not here: pass --pdf PATH or set DOCENT_SHARED_DATA to the shared corpus")
 
     import django
 

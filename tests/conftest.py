@@ -21,16 +21,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _shared_data() -> Path:
-    """The shared corpus (BEIR, 268 real documents): $DOCENT_SHARED_DATA, beside the checkout, or /work/shared."""
-    candidates = [
-        os.environ.get("DOCENT_SHARED_DATA", ""),
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-        "/work/shared/data",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return Path(candidates[1])
+    """The shared corpus (BEIR sets, 268 real documents) that slow tests and benchmarks read.
+
+    It is not part of the repository: $DOCENT_SHARED_DATA names it, or a `shared/data`
+    folder beside the checkout. Tests that need it skip with a reason when it is absent.
+    """
+    if configured := os.environ.get("DOCENT_SHARED_DATA"):
+        return Path(configured).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 SHARED_DATA = _shared_data()
