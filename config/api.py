@@ -1,10 +1,35 @@
 """The NinjaAPI at /api/v1/: mounts each app's router and renders every error as {"detail": ...}."""
 
+import json
+
+from csp.decorators import csp_update
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import render
 from ninja import NinjaAPI
+from ninja.openapi.docs import Swagger
 
 from bots.api import router as bots_router
 from bots.auth import api_auth
+
+
+class LocalSwagger(Swagger):
+    """Swagger UI from our own static files (npm swagger-ui-dist), started by a static script.
+
+    ninja's default page loads it from a public CDN at a floating version with an inline
+    script: blank offline, foreign code on our origin, and blocked by our CSP.
+    """
+
+    def render_page(self, request, api, **kwargs):
+        openapi_url = self.get_openapi_url(api, kwargs)
+        context = {
+            "api": api,
+            "openapi_url": openapi_url,
+            "swagger_settings": json.dumps({**self.settings, "url": openapi_url}),
+            # Session-authenticated "Try it out" requests must carry the CSRF token.
+            "add_csrf": any(getattr(auth, "csrf", False) for auth in api_auth),
+        }
+        return render(request, "api/docs.html", context)
+
 
 api = NinjaAPI(
     title="Docent API",
@@ -12,6 +37,9 @@ api = NinjaAPI(
     description="Bots, documents, search and chat. Authenticate with `Authorization: Bearer <token>`.",
     auth=api_auth,
     urls_namespace="api",
+    docs=LocalSwagger(),
+    # Swagger UI's stylesheet draws its icons from data: URLs; only this page allows them.
+    docs_decorator=csp_update({"img-src": ["data:"]}),
 )
 api.add_router("", bots_router)
 

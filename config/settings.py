@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
 from config import embedded
 from config.env import env_bool, env_int, env_list, env_path, env_str
@@ -58,6 +59,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -114,6 +117,57 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "bots:list"
 LOGOUT_REDIRECT_URL = "login"
 
+# Browser security. The CSP allows only our own origin: no inline script, no style
+# attribute, no foreign hosts, so an injected tag can neither run nor phone home.
+# Inline JavaScript lives in static/js/ instead; htmx runs with allowEval off.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
+# Powerful browser features Docent never uses, denied to the page and anything it embeds.
+PERMISSIONS_POLICY = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "bluetooth",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# DOCENT_HTTPS=true behind a TLS-terminating proxy that sets X-Forwarded-Proto: cookies go
+# only over HTTPS, plain HTTP is redirected and browsers are told (HSTS) to keep to HTTPS.
+DOCENT_HTTPS = env_bool("DOCENT_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = DOCENT_HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if DOCENT_HTTPS else None
+SECURE_HSTS_SECONDS = env_int("DOCENT_HSTS_SECONDS", 60 * 60 * 24 * 365) if DOCENT_HTTPS else 0
+# Off by default: HSTS on subdomains would also bind other sites of the same domain.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DOCENT_HSTS_INCLUDE_SUBDOMAINS", False)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("DOCENT_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -127,6 +181,8 @@ STATICFILES_DIRS = [
     # htmx comes from the npm package pinned in package.json (npm ci), never a committed copy.
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/htmx-ext-sse", BASE_DIR / "node_modules" / "htmx-ext-sse" / "dist"),
+    # Swagger UI for /api/v1/docs, from our origin so the docs work offline and under the CSP.
+    ("vendor/swagger-ui", BASE_DIR / "node_modules" / "swagger-ui-dist"),
 ]
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = DATA_DIR / "media"

@@ -35,3 +35,21 @@ document.addEventListener("DOMContentLoaded", () => {
     input.value = "";
   });
 });
+
+// The page's Content-Security-Policy forbids inline handlers, so behaviour that
+// templates used to write as onsubmit/hx-on is declared with data attributes and
+// wired here. Listeners sit on the document so forms swapped in by htmx work too.
+
+// <form data-confirm="Delete this?">: ask before submitting; Cancel keeps the page.
+// (For plain forms: htmx handles its forms first, and they use hx-confirm.)
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+
+// <form data-clear-after-send="message">: empty that field once htmx has sent the form.
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.detail.elt;
+  const field = form && form.dataset && form.dataset.clearAfterSend;
+  if (field && event.detail.successful && form.elements[field]) form.elements[field].value = "";
+});

@@ -38,6 +38,28 @@ DROP_FILES = """
 """
 
 
+# Reports every Content-Security-Policy violation of the page to Python (see watch_for_errors).
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  const where = `${event.sourceFile}:${event.lineNumber}`;
+  window.reportCspViolation(`${event.effectiveDirective} refused ${event.blockedURI || "inline code"} at ${where}`);
+});
+"""
+
+
+def watch_for_errors(page: Page) -> list[str]:
+    """From now on, collect the page's console errors, uncaught exceptions and CSP violations.
+
+    Call before the first navigation; assert the list is empty at the end of the test.
+    """
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    page.expose_function("reportCspViolation", lambda text: problems.append(f"CSP: {text}"))
+    page.add_init_script(CSP_LISTENER)
+    return problems
+
+
 def log_in(page: Page, base_url: str, username: str, password: str) -> None:
     page.goto(base_url + "/")
     page.fill("input[name=username]", username)
