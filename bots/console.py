@@ -29,6 +29,7 @@ from bots.console_forms import (
     GroupForm,
     GroupMemberForm,
     ProviderForm,
+    RerankerForm,
     Role,
     RoleForm,
     UserCreateForm,
@@ -36,7 +37,7 @@ from bots.console_forms import (
 from bots.models import Bot
 from bots.views import HtmxHttpRequest
 from retrieval import services as retrieval
-from retrieval.models import EmbeddingModel, LLMProvider
+from retrieval.models import EmbeddingModel, LLMProvider, Reranker
 
 User = get_user_model()
 
@@ -168,6 +169,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         "failing_providers": providers.filter(last_check_ok=False),
         "default_embedding_model": EmbeddingModel.objects.filter(is_default=True).first(),
         "embedding_model_count": EmbeddingModel.objects.count(),
+        "reranker_count": Reranker.objects.count(),
         "user_count": User.objects.filter(is_active=True).count(),
         "group_count": Group.objects.count(),
         "bot_count": Bot.objects.count(),
@@ -267,6 +269,36 @@ def _make_default(request: HtmxHttpRequest, model: EmbeddingModel) -> None:
 def embedding_model_default(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     _make_default(request, get_object_or_404(EmbeddingModel, pk=pk))
     return redirect("console:embedding-models")
+
+
+# Rerankers
+
+
+@admin_required
+def rerankers(request: HtmxHttpRequest) -> HttpResponse:
+    """The rerankers bots may choose; POST loads a new one and scores a pair to verify it, then adds it."""
+    form = RerankerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            reranker = retrieval.create_reranker(**form.cleaned_data)
+        except ValueError as error:
+            form.add_error("source", str(error))
+        else:
+            messages.success(request, f"Added {reranker.name}. Bot editors can choose it in their bot's settings.")
+            return redirect("console:rerankers")
+    rows = Reranker.objects.annotate(bot_count=Count("bots"))
+    return _page(request, "rerankers.html", "rerankers", {"rerankers": rows, "form": form})
+
+
+@admin_required
+@require_POST
+def reranker_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    reranker = get_object_or_404(Reranker, pk=pk)
+    name = reranker.name
+    bots_using = retrieval.delete_reranker(reranker)
+    fallback = f" {bots_using} bot(s) that used it no longer rerank." if bots_using else ""
+    messages.success(request, f"Deleted {name}.{fallback}")
+    return redirect("console:rerankers")
 
 
 @admin_required

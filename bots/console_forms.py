@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
 from django.db import models
 
-from retrieval.models import EmbeddingModel, LLMProvider
+from retrieval.models import EmbeddingModel, LLMProvider, Reranker
 
 
 class Role(models.TextChoices):
@@ -151,6 +151,26 @@ class EmbeddingModelForm(forms.Form):
         name = self.cleaned_data["name"].strip()
         if EmbeddingModel.objects.filter(name=name).exists():
             raise forms.ValidationError("There is already an embedding model with this name.")
+        return name
+
+
+class RerankerForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        help_text="How bot editors will see it, e.g. “MS MARCO MiniLM (English)”.",
+    )
+    source = forms.CharField(
+        max_length=500,
+        widget=forms.TextInput(attrs={"placeholder": "/srv/models/ms-marco-MiniLM-L6-v2"}),
+        help_text="A folder on this server holding a sentence-transformers CrossEncoder, or an installed pip "
+        "package that ships one. It must load without internet access; Docent loads it and scores a test "
+        "question before adding it.",
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if Reranker.objects.filter(name=name).exists():
+            raise forms.ValidationError("There is already a reranker with this name.")
         return name
 
 

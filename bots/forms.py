@@ -31,7 +31,7 @@ class BotSettingsForm(forms.ModelForm):
             "rrf_k": "Fusion constant",
             "vector_weight": "Weight of meaning",
             "keyword_weight": "Weight of exact words",
-            "reranker": "Reranker model",
+            "reranker": "Reranker",
             "top_k": "Passages per answer",
             "refusal_threshold": "Refusal threshold",
             "chunking_strategy": "How documents are split",
@@ -51,7 +51,8 @@ class BotSettingsForm(forms.ModelForm):
             "rrf_k": "Advanced. How strongly the top results of each search count. Default 60.",
             "vector_weight": "Advanced. How much finding passages by meaning counts. Default 1.",
             "keyword_weight": "Advanced. How much matching exact words and codes counts. Default 1.",
-            "reranker": "Advanced. A cross-encoder model path to re-order passages; empty for none.",
+            "reranker": "Advanced. A model an admin set up that reads each passage with the question and "
+            "re-orders them; better order, slower answers. None keeps the order of the two searches.",
             "top_k": "How many passages the bot reads before answering. More finds more, but is slower. Default 5.",
             "refusal_threshold": "0–1. Higher means the bot says “not in the documents” more readily. Default 0.25.",
             "chunking_strategy": "By headings keeps sections together (best for manuals and policies). "
@@ -70,6 +71,7 @@ class BotSettingsForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["embedding_model"].empty_label = "Installation default"
         self.fields["provider"].empty_label = "Built-in answerer (quotes the documents)"
+        self.fields["reranker"].empty_label = "None"
 
     def changes(self) -> dict:
         return {name: self.cleaned_data[name] for name in self.changed_data}

@@ -66,8 +66,13 @@ class Bot(models.Model):
     rrf_k = models.PositiveIntegerField(default=60, help_text="Reciprocal-rank fusion constant.")
     vector_weight = models.FloatField(default=1.0)
     keyword_weight = models.FloatField(default=1.0)
-    reranker = models.CharField(
-        max_length=500, blank=True, help_text="Optional sentence-transformers CrossEncoder path; empty means none."
+    reranker = models.ForeignKey(
+        "retrieval.Reranker",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="bots",
+        help_text="Optional: one of the rerankers an admin added; empty keeps the fused order.",
     )
     provider = models.ForeignKey(
         "retrieval.LLMProvider", null=True, blank=True, on_delete=models.SET_NULL, related_name="bots"

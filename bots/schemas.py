@@ -29,7 +29,7 @@ class BotOut(Schema):
     rrf_k: int
     vector_weight: float
     keyword_weight: float
-    reranker: str
+    reranker: str = Field(description="The registered reranker's name; empty when the bot doesn't rerank.")
     config_version: int
     index_version: int
     created_at: datetime
@@ -45,6 +45,10 @@ class BotOut(Schema):
     @staticmethod
     def resolve_embedding_model(bot) -> str | None:
         return bot.embedding_model.name if bot.embedding_model_id else None
+
+    @staticmethod
+    def resolve_reranker(bot) -> str:
+        return bot.reranker.name if bot.reranker_id else ""
 
 
 class BotPatch(Schema):
@@ -66,7 +70,12 @@ class BotPatch(Schema):
     rrf_k: int | None = None
     vector_weight: float | None = None
     keyword_weight: float | None = None
-    reranker: str | None = None
+    reranker: str | None = Field(
+        None,
+        max_length=100,
+        description="The name of a reranker an admin registered in the Console (not an id, never a path); "
+        "empty string or null for none. Any other value is refused with 422.",
+    )
 
 
 class VersionOut(Schema):

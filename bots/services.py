@@ -119,7 +119,12 @@ def update_bot(bot: Bot, user, changes: dict) -> Bot:
     changed what, and when chunking or the embedding model changed, bumps the
     index version and re-indexes the documents in the background; the old chunks
     keep answering until the new ones are complete.
+
+    The reranker may be given as a registered Reranker or its name; anything that
+    names no registered one raises retrieval.UnknownChoice before anything is saved.
     """
+    if "reranker" in changes:
+        changes = {**changes, "reranker": retrieval.get_reranker(changes["reranker"])}
     _validate_settings(bot, changes)
     with transaction.atomic():
         bot = Bot.objects.select_for_update().get(pk=bot.pk)

@@ -10,6 +10,7 @@ from ninja.openapi.docs import Swagger
 
 from bots.api import router as bots_router
 from bots.auth import api_auth
+from retrieval.services import UnknownChoice
 
 
 class LocalSwagger(Swagger):
@@ -47,6 +48,12 @@ api.add_router("", bots_router)
 @api.exception_handler(ValueError)
 def bad_value(request, exc: ValueError):
     return api.create_response(request, {"detail": str(exc)}, status=400)
+
+
+@api.exception_handler(UnknownChoice)
+def unknown_choice(request, exc: UnknownChoice):
+    # Well-formed, but names a model, reranker or provider no admin registered.
+    return api.create_response(request, {"detail": str(exc)}, status=422)
 
 
 @api.exception_handler(ValidationError)

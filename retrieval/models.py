@@ -1,4 +1,4 @@
-"""Embedding models admins manage, and per-answer traces of how each answer was made."""
+"""Embedding models and rerankers admins manage, and per-answer traces of how each answer was made."""
 
 from django.conf import settings
 from django.db import models
@@ -30,6 +30,27 @@ class EmbeddingModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.dimensions}-d)"
+
+
+class Reranker(models.Model):
+    """A sentence-transformers CrossEncoder bots may re-order retrieved passages with.
+
+    Only admins add rerankers, in the Console, which loads each one and scores a
+    question-passage pair before storing it. Bots point at a row, never at a path of
+    their own: `source` is the only string that ever reaches the model loader, so a
+    bot editor cannot make the server import or read anything an admin didn't choose.
+    `source` is a folder holding a CrossEncoder, or a pip package that ships one.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class LLMProvider(models.Model):

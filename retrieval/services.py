@@ -26,7 +26,7 @@ from retrieval.answerers import Answer, ScoredChunk, extractive_answer
 from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, get_embedder
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.llms import LLMError
-from retrieval.models import EmbeddingModel, Trace
+from retrieval.models import EmbeddingModel, Reranker, Trace
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,39 @@ def default_embedding_model() -> EmbeddingModel:
     return model
 
 
+class UnknownChoice(ValueError):
+    """A setting names a model, reranker or provider that no admin registered (the API answers 422)."""
+
+
 def get_embedding_model(name: str | None) -> EmbeddingModel | None:
     """The embedding model called `name` (None means the installation default)."""
     if not name:
         return None
     model = EmbeddingModel.objects.filter(name=name).first()
     if model is None:
-        raise ValueError(f"There is no embedding model called {name!r}.")
+        raise UnknownChoice(f"There is no embedding model called {name!r}.")
     return model
+
+
+def get_reranker(choice: Reranker | str | None) -> Reranker | None:
+    """The registered reranker a bot setting names: a Reranker row or its name; None or "" for none.
+
+    Anything else is refused with UnknownChoice, before it is stored, so what a bot
+    editor types is only ever compared with the names admins registered.
+    """
+    if choice is None or choice == "":
+        return None
+    if isinstance(choice, Reranker):
+        reranker = Reranker.objects.filter(pk=choice.pk).first()
+    elif isinstance(choice, str):
+        reranker = Reranker.objects.filter(name=choice.strip()).first()
+    else:
+        reranker = None
+    if reranker is None:
+        names = list(Reranker.objects.values_list("name", flat=True))
+        offered = f"Choose one of: {', '.join(names)}" if names else "No rerankers are set up (admins add them)"
+        raise UnknownChoice(f"There is no reranker called {str(choice)[:100]!r}. {offered}, or leave it empty.")
+    return reranker
 
 
 def get_provider(name: str | None):
@@ -66,7 +91,7 @@ def get_provider(name: str | None):
         return None
     provider = LLMProvider.objects.filter(name=name).first()
     if provider is None:
-        raise ValueError(f"There is no provider called {name!r}.")
+        raise UnknownChoice(f"There is no provider called {name!r}.")
     return provider
 
 
@@ -235,7 +260,8 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
         k=bot.rrf_k,
         weights=[bot.vector_weight, bot.keyword_weight, bot.keyword_weight],
     )
-    candidates = fused[: max(k, RERANK_CANDIDATES) if bot.reranker else k]
+    reranker = bot.reranker if bot.reranker_id else None
+    candidates = fused[: max(k, RERANK_CANDIDATES) if reranker else k]
     watch.lap("fuse")
 
     rows = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in candidates])
@@ -256,19 +282,29 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
         if chunk_id in rows
     ]
     watch.lap("load")
-    if bot.reranker:
-        results = rerank(bot.reranker, query, results)[:k]
+    if reranker is not None:
+        results = rerank(reranker, query, results)[:k]
         watch.lap("rerank")
     return SearchResult(chunks=results, query_vector=query_vector, timings_ms=watch.timings_ms)
 
 
-def rerank(reranker_path: str, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:
-    """Re-order `chunks` by a CrossEncoder's score of (query, passage); the score becomes `score`."""
+def rerank(reranker: Reranker, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Re-order `chunks` by a CrossEncoder's score of (query, passage); the score becomes `score`.
+
+    A registered reranker that no longer loads (its folder was removed, say) leaves
+    the fused order, logged, so the bot keeps answering instead of failing every search.
+    """
     from retrieval.embedders import get_cross_encoder
 
     if not chunks:
         return chunks
-    scores = get_cross_encoder(reranker_path).predict([(query, chunk.text) for chunk in chunks])
+    try:
+        encoder = get_cross_encoder(reranker.source)
+    # Loaders fail in many ways (OSError, ValueError, ImportError...); all mean "unusable now".
+    except Exception:
+        logger.exception("Reranker %r (%s) did not load; keeping the fused order", reranker.name, reranker.source)
+        return chunks
+    scores = encoder.predict([(query, chunk.text) for chunk in chunks])
     rescored = [replace(chunk, score=round(float(score), 6)) for chunk, score in zip(chunks, scores, strict=True)]
     return sorted(rescored, key=lambda chunk: -chunk.score)
 
@@ -492,7 +528,7 @@ def filter_traces(traces, name: str):
     return traces
 
 
-# --- Administration: providers and embedding models ---
+# --- Administration: providers, embedding models and rerankers ---
 # Appended as one block so it can move to its own module unchanged; its imports travel with it.
 
 import datetime as dt  # noqa: E402
@@ -681,6 +717,49 @@ def set_default_embedding_model(model: EmbeddingModel) -> int:
         EmbeddingModel.objects.filter(pk=model.pk).update(is_default=True)
     model.refresh_from_db()
     return pinned
+
+
+# A question and a passage that answers it: registering a reranker scores this pair once.
+RERANKER_CHECK_PAIR = ("How long is the notice period?", "The notice period is one month for every employee.")
+
+
+def create_reranker(*, name: str, source: str) -> Reranker:
+    """Register a sentence-transformers CrossEncoder after loading it once, offline, and scoring a pair.
+
+    A source that doesn't load, or that gives anything but one finite score per pair,
+    raises ValueError saying why; nothing is stored then. The loaded model stays in
+    this process's cache, so the first search with it is fast.
+    """
+    from retrieval.embedders import get_cross_encoder
+
+    name, source = name.strip(), source.strip()
+    if not name or not source:
+        raise ValueError("A reranker needs a name and a source.")
+    if Reranker.objects.filter(name=name).exists():
+        raise ValueError(f"There is already a reranker called {name!r}.")
+    try:
+        scores = np.asarray(get_cross_encoder(source).predict([RERANKER_CHECK_PAIR]))
+    # Loaders fail in many ways (OSError, ValueError, ImportError, AttributeError...); all mean "unusable".
+    except Exception as error:
+        raise ValueError(
+            f"Docent could not load {source!r} as a reranker without internet access: {str(error).rstrip('.')}. "
+            "Give a folder on this server that holds a sentence-transformers CrossEncoder (with its config.json), "
+            "or the name of an installed pip package that ships one."
+        ) from error
+    if scores.shape != (1,) or not np.isfinite(scores).all():
+        raise ValueError(
+            f"{source!r} loaded, but gives {scores.size} score(s) per question and passage; "
+            "a reranker must give exactly one relevance score."
+        )
+    return Reranker.objects.create(name=name, source=source)
+
+
+def delete_reranker(reranker: Reranker) -> int:
+    """Delete the reranker; returns how many bots used it (they keep the fused order from now on)."""
+    with transaction.atomic():
+        bots_using = reranker.bots.count()
+        reranker.delete()
+    return bots_using
 
 
 @dataclass(frozen=True)

