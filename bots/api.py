@@ -41,26 +41,33 @@ def update_bot(request, bot_id: int, payload: schemas.BotPatch):
     return services.update_bot(bot, request.user, changes)
 
 
-@router.post("/bots/{bot_id}/documents", response={202: list[schemas.UploadOut]})
+@router.post(
+    "/bots/{bot_id}/documents",
+    response={202: list[schemas.UploadOut], frozenset({409, 413, 422, 507}): schemas.UploadErrorOut},
+)
 def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
+    """Upload files (field `file`, repeatable; up to DOCENT_MAX_FILES_PER_UPLOAD per request).
+
+    Every file is stored, or the answer says per file which were refused and why."""
     bot = services.get_editable_bot(request.user, pk=bot_id)
     try:
-        uploads = documents.add_documents(bot, file)
+        # The same files as `file`, or the refusal receiving them ended in (too many files).
+        results = documents.add_documents(bot, documents.uploaded_files(request))
     except documents.UploadRefused as exc:
         raise HttpError(exc.status, str(exc)) from exc
-    return Status(
-        202,
-        [
-            {
-                "id": upload.document.id,
-                "filename": upload.document.filename,
-                "status": upload.document.status,
-                "version": upload.document.current_version.number,
-                "unchanged": upload.unchanged,
-            }
-            for upload in uploads
-        ],
-    )
+    return Status(202, [_upload_entry(result) for result in results])
+
+
+def _upload_entry(result) -> dict:
+    if isinstance(result, documents.Refused):
+        return {"id": None, "filename": result.filename, "status": "refused", "error": result.reason}
+    return {
+        "id": result.document.id,
+        "filename": result.document.filename,
+        "status": result.document.status,
+        "version": result.document.current_version.number,
+        "unchanged": result.unchanged,
+    }
 
 
 @router.get("/bots/{bot_id}/documents", response=list[schemas.DocumentOut])

@@ -124,11 +124,28 @@ class DocumentOut(Schema):
 
 
 class UploadOut(Schema):
-    id: int
+    """One file of an upload, in the order sent.
+
+    A stored file has its document's id, status (`queued`, or the current status when
+    `unchanged`) and version. A file that could not be stored while others were has
+    `"status": "refused"`, a null id and version, and the reason in `error`; when no
+    file can be stored the answer is a 422 `{"detail": ...}` naming each file instead.
+    """
+
+    id: int | None = Field(description="The document's id; null for a refused file.")
     filename: str
-    status: str
-    version: int
-    unchanged: bool
+    status: str = Field(description='The document\'s status, or "refused" for a file that was not stored.')
+    version: int | None = None
+    unchanged: bool = False
+    error: str = Field("", description="Why a refused file was not stored; empty otherwise.")
+
+
+class UploadErrorOut(Schema):
+    detail: str = Field(
+        description="Why nothing was stored: 409 the bot is full, 413 a file or the number of files is over "
+        "the limit, 422 no file could be stored (each named with its reason), 507 the server has no room "
+        "to receive the files."
+    )
 
 
 class RollbackIn(Schema):

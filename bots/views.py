@@ -17,7 +17,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import retarget
+from django_htmx.http import reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from bots import services
@@ -145,23 +145,30 @@ def documents_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Store the dropped files. Refusals show in the drop zone's message area; the table stays."""
     bot = services.get_editable_bot(request.user, slug=slug)
     try:
-        uploads = documents.add_documents(bot, request.FILES.getlist("file"))
+        results = documents.add_documents(bot, documents.uploaded_files(request))
     except documents.UploadRefused as exc:
         if not request.htmx:
             messages.error(request, str(exc))
             return redirect("bots:knowledge", bot.slug)
         response = render(request, KNOWLEDGE_TEMPLATE + "#upload-message", {"error": str(exc)}, status=exc.status)
-        return retarget(response, "#upload-message")
-    unchanged = [upload.document.filename for upload in uploads if upload.unchanged]
+        return reswap(retarget(response, "#upload-message"), "innerHTML")
+    refused = [result for result in results if isinstance(result, documents.Refused)]
+    unchanged = [result.document.filename for result in results if getattr(result, "unchanged", False)]
     notice = f"Already up to date, nothing to do: {', '.join(unchanged)}." if unchanged else ""
     if not request.htmx:
         if notice:
             messages.info(request, notice)
+        for refusal in refused:
+            messages.error(request, refusal.message)
         return redirect("bots:knowledge", bot.slug)
     context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot) | {"notice": notice}
-    return render(request, KNOWLEDGE_TEMPLATE + "#documents", context)
+    html = render_to_string(KNOWLEDGE_TEMPLATE + "#documents", context, request=request)
+    # The files that were stored join the table; the drop zone's message says which were not.
+    html += render_to_string(KNOWLEDGE_TEMPLATE + "#upload-message-oob", {"refused": refused}, request=request)
+    return HttpResponse(html)
 
 
 @login_required

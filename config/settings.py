@@ -194,6 +194,16 @@ DOCENT_OTEL_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
 DOCENT_HNSW_EF_SEARCH = env_int("DOCENT_HNSW_EF_SEARCH", 100)
 DOCENT_MAX_PAGES = env_int("DOCENT_MAX_PAGES", 5000)
 DOCENT_MAX_DOCUMENTS_PER_BOT = env_int("DOCENT_MAX_DOCUMENTS_PER_BOT", 5000)
+# Files in one upload request (people drop whole folders). Every uploaded file is streamed
+# to a temporary file under DOCENT_DATA_DIR (documents/uploads.py), never held in memory;
+# beyond the limit the upload is refused with a reason. Django's own count, which would
+# answer an HTML "Bad Request", stays one above so Docent's handler speaks first.
+DOCENT_MAX_FILES_PER_UPLOAD = env_int("DOCENT_MAX_FILES_PER_UPLOAD", 1000)
+DATA_UPLOAD_MAX_NUMBER_FILES = DOCENT_MAX_FILES_PER_UPLOAD + 1
+FILE_UPLOAD_HANDLERS = ["documents.uploads.UploadHandler"]
+# Beside MEDIA_ROOT, so storing a received file is a rename, not a copy.
+FILE_UPLOAD_TEMP_DIR = DATA_DIR / "uploads"
+FILE_UPLOAD_TEMP_DIR.mkdir(exist_ok=True)
 # A running document whose row hasn't moved for this long has lost its task: re-queue it.
 DOCENT_STALE_SECONDS = env_int("DOCENT_STALE_SECONDS", 120)
 DOCENT_SWEEP_SECONDS = env_int("DOCENT_SWEEP_SECONDS", 30)

@@ -16,6 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 from pgvector.django import VectorField
 
+from documents.filenames import fit_bytes
+
 
 class Document(models.Model):
     """A file in a bot's knowledge, and the state of its latest ingestion.
@@ -38,7 +40,9 @@ class Document(models.Model):
     FINAL_STATUSES = {Status.READY, Status.FAILED}
 
     bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="documents")
-    filename = models.CharField(max_length=255)
+    # The name as uploaded, for display (documents.filenames.display_name caps it); the
+    # stored file's name is shortened separately to fit the filesystem.
+    filename = models.CharField(max_length=500)
 
     class ErrorKind(models.TextChoices):
         INPUT = "input", "the file"  # encrypted, corrupt, empty, unsupported: retrying won't help
@@ -138,8 +142,14 @@ class Document(models.Model):
         self._set()
 
 
+# Filesystems allow 255 bytes per path component; Django may add "_" and 7 characters
+# to a name that is taken, so stay well below.
+STORED_NAME_MAX_BYTES = 200
+
+
 def _version_upload_to(version: DocumentVersion, filename: str) -> str:
-    return f"documents/bot-{version.document.bot_id}/doc-{version.document_id}/v{version.number}-{filename}"
+    stored_name = fit_bytes(f"v{version.number}-{filename}", STORED_NAME_MAX_BYTES)
+    return f"documents/bot-{version.document.bot_id}/doc-{version.document_id}/{stored_name}"
 
 
 class DocumentVersion(models.Model):

@@ -15,6 +15,7 @@ A worker killed mid-way loses at most one batch; the re-run picks up where it st
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import time
@@ -24,13 +25,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pgvector.django import VectorField
 
-from documents import chunkers, parsers
+from documents import chunkers, filenames, parsers
 from documents.models import Chunk, Document, DocumentVersion, Page
 
 logger = logging.getLogger(__name__)
@@ -54,14 +56,52 @@ class UploadTooLarge(UploadRefused):
     status = 413
 
 
+class TooManyFiles(UploadRefused):
+    status = 413
+
+
 class BotFull(UploadRefused):
     status = 409
+
+
+class UploadNotReceived(UploadRefused):
+    """The server could not take the files in (its temporary directory is full or unwritable)."""
+
+    status = 507
+
+
+class FileNotStored(UploadRefused):
+    """A file could not be written to storage; nothing of it was kept."""
+
+    status = 422
+
+
+class NothingStored(UploadRefused):
+    """No file of the upload could be stored; `refused` has each file's reason."""
+
+    status = 422
+
+    def __init__(self, refused: list[Refused]):
+        self.refused = refused
+        super().__init__(" ".join(refusal.message for refusal in refused))
 
 
 @dataclass(frozen=True)
 class Upload:
     document: Document
     unchanged: bool  # same name and same content as the current version: no work queued
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file of a multi-file upload that was not stored (the others were), and why."""
+
+    filename: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.filename} was not stored: {self.reason}"
 
 
 # --- Upload ----------------------------------------------------------------------------
@@ -75,6 +115,8 @@ def check_upload(bot, files: list[UploadedFile]) -> None:
     """Refuse the whole upload if any file is too large or the bot is full, before storing anything."""
     if not files:
         raise UploadRefused("Choose or drop at least one file.")
+    if len(files) > settings.DOCENT_MAX_FILES_PER_UPLOAD:
+        raise TooManyFiles(too_many_files_reason())
     for upload in files:
         if upload.size > max_upload_bytes():
             raise UploadTooLarge(
@@ -89,9 +131,41 @@ def check_upload(bot, files: list[UploadedFile]) -> None:
         )
 
 
-def add_documents(bot, files: list[UploadedFile], enqueue: bool = True) -> list[Upload]:
+def too_many_files_reason() -> str:
+    limit = settings.DOCENT_MAX_FILES_PER_UPLOAD
+    return f"At most {limit} files can be uploaded at once. Upload the rest separately."
+
+
+def uploaded_files(request, field: str = "file") -> list[UploadedFile]:
+    """The files of an upload request, or the refusal that receiving them ended in.
+
+    documents.uploads.UploadHandler stops reading a request with too many files, or
+    one its temporary directory can't hold, and leaves the reason on the request.
+    """
+    files = request.FILES.getlist(field)
+    if refusal := getattr(request, "upload_refusal", None):
+        raise refusal
+    return files
+
+
+def add_documents(bot, files: list[UploadedFile], enqueue: bool = True) -> list[Upload | Refused]:
+    """Store every file, or say for each file that was not stored why not.
+
+    Limits on the whole upload (file size, number of files, room in the bot) refuse it
+    before anything is stored. After that, a file that can't be written (disk full, I/O
+    error) leaves nothing behind and is reported as Refused while the others are stored;
+    if none could be stored, NothingStored is raised. Results are in the files' order.
+    """
     check_upload(bot, files)
-    return [add_document(bot, upload, enqueue=enqueue) for upload in files]
+    results: list[Upload | Refused] = []
+    for upload in files:
+        try:
+            results.append(_store(bot, upload, enqueue))
+        except FileNotStored as exc:
+            results.append(Refused(clean_filename(upload.name), str(exc)))
+    if all(isinstance(result, Refused) for result in results):
+        raise NothingStored([result for result in results if isinstance(result, Refused)])
+    return results
 
 
 def add_document(bot, upload: UploadedFile, enqueue: bool = True) -> Upload:
@@ -100,31 +174,84 @@ def add_document(bot, upload: UploadedFile, enqueue: bool = True) -> Upload:
     A name the bot doesn't have yet creates the document. Content identical to the
     current version (same SHA-256) queues nothing, unless that version failed.
     With enqueue=False the caller runs ingest_version itself (the ingest command).
+    Raises UploadRefused (FileNotStored when the file can't be written).
     """
     check_upload(bot, [upload])
+    return _store(bot, upload, enqueue)
+
+
+def _store(bot, upload: UploadedFile, enqueue: bool) -> Upload:
+    """Store one file whose upload passed check_upload: all of it and its rows, or nothing.
+
+    The document keeps the uploaded name (clean_filename); the stored file gets a name
+    that fits the filesystem (DocumentVersion.file's upload_to). A failure after the
+    file was written removes the file and any folder left empty.
+    """
     filename = clean_filename(upload.name)
-    content_hash = _sha256(upload)
-    with transaction.atomic():
-        document, _ = Document.objects.select_for_update().get_or_create(bot=bot, filename=filename)
-        current = document.current_version
-        if current and current.content_hash == content_hash and document.status != Document.Status.FAILED:
-            return Upload(document=document, unchanged=True)
-        latest = document.versions.order_by("-number").first()
-        version = DocumentVersion(
-            document=document,
-            number=(latest.number + 1) if latest else 1,
-            content_hash=content_hash,
-            size_bytes=upload.size,
-        )
-        upload.seek(0)
-        version.file.save(filename, upload, save=False)
-        version.save()
-        document.current_version = version
-        document.save(update_fields=["current_version"])
-        document.mark_queued()
-        if enqueue:
-            transaction.on_commit(lambda: enqueue_ingest(version.id))
+    version = None
+    try:
+        content_hash = _sha256(upload)
+        with transaction.atomic():
+            document, _ = Document.objects.select_for_update().get_or_create(bot=bot, filename=filename)
+            current = document.current_version
+            if current and current.content_hash == content_hash and document.status != Document.Status.FAILED:
+                return Upload(document=document, unchanged=True)
+            latest = document.versions.order_by("-number").first()
+            version = DocumentVersion(
+                document=document,
+                number=(latest.number + 1) if latest else 1,
+                content_hash=content_hash,
+                size_bytes=upload.size,
+            )
+            upload.seek(0)
+            version.file.save(filename, upload, save=False)
+            version.save()
+            document.current_version = version
+            document.save(update_fields=["current_version"])
+            document.mark_queued()
+            if enqueue:
+                transaction.on_commit(lambda: enqueue_ingest(version.id))
+    except (OSError, SuspiciousFileOperation) as exc:
+        _discard_stored_file(version, filename)
+        logger.warning("Could not store %s for bot %s: %r", filename, bot.pk, exc)
+        raise FileNotStored(_storage_failure_reason(exc)) from exc
+    except BaseException:
+        _discard_stored_file(version, filename)
+        raise
     return Upload(document=document, unchanged=False)
+
+
+def _discard_stored_file(version: DocumentVersion | None, filename: str) -> None:
+    """Remove what a failed _store wrote: the whole or partial file, then folders left empty."""
+    if version is None:
+        return
+    storage = version.file.storage
+    # A write that failed part-way never set version.file.name; the name it was writing is
+    # the one upload_to gives (a taken name would differ, but versions' names are unique).
+    name = version.file.name or version.file.field.generate_filename(version, filename)
+    try:
+        storage.delete(name)
+        path = Path(storage.path(name))
+    except (OSError, NotImplementedError):
+        return
+    documents_root = Path(storage.path("documents"))
+    # doc-<id>, then bot-<id>: rmdir only removes a folder that is empty.
+    for folder in (path.parent, path.parent.parent):
+        if documents_root in folder.parents:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _storage_failure_reason(exc: Exception) -> str:
+    if isinstance(exc, SuspiciousFileOperation):
+        return "its name can't be used for a stored file. Rename it and upload it again."
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "the server has no room left to store it. Ask an administrator to free some space."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the server is not allowed to write it. Ask an administrator to check the storage folder."
+    # strerror only: the exception's text may name server paths.
+    detail = f" ({exc.strerror})" if exc.strerror else ""
+    return f"the server could not write it{detail}. Try again, or ask an administrator."
 
 
 def enqueue_ingest(version_id: int) -> None:
@@ -134,8 +261,8 @@ def enqueue_ingest(version_id: int) -> None:
 
 
 def clean_filename(name: str) -> str:
-    name = Path(name or "").name.strip().replace("\x00", "")
-    return name[:255] or "untitled"
+    """The name a document is shown under: the uploaded name, without folders, capped in length."""
+    return filenames.display_name(name, Document._meta.get_field("filename").max_length)
 
 
 def _sha256(upload: UploadedFile) -> str:
