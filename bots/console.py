@@ -15,6 +15,7 @@ import functools
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import Count, Prefetch, Q
@@ -22,6 +23,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from bots import auth
 from bots.console_forms import (
     ROLE_HELP,
     DefaultsForm,
@@ -333,8 +335,41 @@ def users(request: HtmxHttpRequest) -> HttpResponse:
         request,
         "users.html",
         "users",
-        {"rows": rows, "form": form, "role_choices": Role.choices, "role_help": ROLE_HELP},
+        {
+            "rows": rows,
+            "form": form,
+            "role_choices": Role.choices,
+            "role_help": ROLE_HELP,
+            "lockouts": auth.lockouts(),
+        },
     )
+
+
+@admin_required
+def user_password(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Set someone's password: how people who forgot theirs get back in when there is no email."""
+    person = get_object_or_404(User, pk=pk)
+    form = SetPasswordForm(person, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        # Their failed logins no longer say anything about the new password.
+        auth.unlock(username=person.get_username())
+        messages.success(request, f"Set a new password for {person.get_username()}. Give it to them in person.")
+        return redirect("console:users")
+    return _page(request, "user_password.html", "users", {"person": person, "form": form})
+
+
+@admin_required
+@require_POST
+def unlock(request: HtmxHttpRequest) -> HttpResponse:
+    """Let a locked-out username (from anywhere) or address log in again before the wait is over."""
+    username = request.POST.get("username", "").strip()
+    ip_address = request.POST.get("ip_address", "").strip()
+    if auth.unlock(username=username or None, ip_address=None if username else ip_address or None):
+        messages.success(request, f"{username or ip_address} can log in again.")
+    else:
+        messages.info(request, "Nothing to unlock: the lockout had already ended.")
+    return redirect("console:users")
 
 
 @admin_required

@@ -194,7 +194,7 @@ class UserCreateForm(forms.Form):
     password = forms.CharField(
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text="At least 8 characters, not a common password. Give it to them in person; "
+        help_text="At least 10 characters, not a common password. Give it to them in person; "
         "they can change it after logging in.",
     )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, help_text=ROLE_HELP)

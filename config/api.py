@@ -6,6 +6,7 @@ from csp.decorators import csp_update
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import render
 from ninja import NinjaAPI
+from ninja.errors import AuthenticationError
 from ninja.openapi.docs import Swagger
 
 from bots.api import router as bots_router
@@ -64,3 +65,12 @@ def invalid(request, exc: ValidationError):
 @api.exception_handler(PermissionDenied)
 def forbidden(request, exc: PermissionDenied):
     return api.create_response(request, {"detail": str(exc) or "You may not do this."}, status=403)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request, exc: AuthenticationError):
+    # RFC 9110: a 401 names the scheme the client should use.
+    message = exc.message if exc.message != "Unauthorized" else "Log in, or send `Authorization: Bearer <token>`."
+    response = api.create_response(request, {"detail": message}, status=401)
+    response["WWW-Authenticate"] = "Bearer"
+    return response

@@ -6,12 +6,14 @@ DOCENT_DATA_DIR). Production overrides are described in platform/README.md.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
 
 from config import embedded
+from config.email import email_settings
 from config.env import env_bool, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -51,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_htmx",
     "template_partials",
+    "axes",
     "config",
     "bots",
     "documents",
@@ -58,6 +61,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Refuses oversized bodies before anything reads them (the ASGI path has its own wrapper).
+    "config.limits.LimitRequestBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
@@ -69,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -110,9 +117,43 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("DOCENT_TASK_VISIBILITY_SECONDS", 3600)}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes): after DOCENT_LOGIN_FAILURES_PER_USER failed logins for one
+# username from one address, or DOCENT_LOGIN_FAILURES_PER_IP from one address for any
+# usernames, logins from there are refused for DOCENT_LOGIN_COOLOFF_MINUTES (each further
+# try restarts the wait). Admins unlock early in the Console. API tokens are not affected.
+AUTHENTICATION_BACKENDS = [
+    "bots.auth.ThrottledLogins",
+    "django.contrib.auth.backends.ModelBackend",
+]
+DOCENT_LOGIN_FAILURES_PER_USER = env_int("DOCENT_LOGIN_FAILURES_PER_USER", 5)
+DOCENT_LOGIN_FAILURES_PER_IP = env_int("DOCENT_LOGIN_FAILURES_PER_IP", 20)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "bots.auth.LockoutHandler"
+AXES_FAILURE_LIMIT = "bots.auth.failure_limit"  # LockoutHandler scales the per-address count to it
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DOCENT_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_CALLABLE = "bots.auth.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# The client address is the connection's own unless DOCENT_PROXY_COUNT reverse proxies
+# (which set X-Forwarded-For) stand in front: a header a client sets itself can't be trusted.
+DOCENT_PROXY_COUNT = env_int("DOCENT_PROXY_COUNT", 0)
+if DOCENT_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = DOCENT_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+
+# Email, for password resets (config/email.py): DOCENT_EMAIL_URL or Django's EMAIL_HOST & co.
+# Without either, the reset page tells people to ask an administrator, who sets a new
+# password in the Console.
+_email = email_settings()
+globals().update(_email)  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, ...
+DOCENT_EMAIL_ENABLED = bool(_email)
+DEFAULT_FROM_EMAIL = env_str("DOCENT_EMAIL_FROM") or env_str("DEFAULT_FROM_EMAIL", "docent@localhost")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "bots:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -189,6 +230,10 @@ MEDIA_ROOT = DATA_DIR / "media"
 
 # Docent's own knobs.
 DOCENT_MAX_UPLOAD_MB = env_int("DOCENT_MAX_UPLOAD_MB", 50)
+# Request bodies over these are refused on their Content-Length, before anything reads them
+# (config/limits.py): a whole upload request, all its files together, and any other request.
+DOCENT_MAX_UPLOAD_REQUEST_MB = env_int("DOCENT_MAX_UPLOAD_REQUEST_MB", 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DOCENT_MAX_REQUEST_KB", 2560) * 1024
 DOCENT_EMBEDDING_BATCH_SIZE = env_int("DOCENT_EMBEDDING_BATCH_SIZE", 32)
 DOCENT_OTEL_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
 DOCENT_HNSW_EF_SEARCH = env_int("DOCENT_HNSW_EF_SEARCH", 100)

@@ -1,9 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from bots.auth import PasswordResetView
 from config.api import api
 
 urlpatterns = [
+    # Before Django's auth URLs: says whom to ask when this installation can't send email.
+    path("accounts/password_reset/", PasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
