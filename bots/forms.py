@@ -1,7 +1,21 @@
 from django import forms
+from django.core.validators import MaxLengthValidator
 
 from bots.models import Bot
-from bots.services import SETTINGS_FIELDS
+from bots.services import INSTRUCTIONS_MAX_CHARS, PROMPT_TEMPLATE_MAX_CHARS, QUESTION_MAX_CHARS, SETTINGS_FIELDS
+
+# Free-text fields stored in TextFields, which give their form fields no length limit.
+TEXT_LIMITS = {"instructions": INSTRUCTIONS_MAX_CHARS, "prompt_template": PROMPT_TEMPLATE_MAX_CHARS}
+
+
+def limit_text_fields(form: forms.BaseForm) -> None:
+    """Give the form's TextField-backed fields a maximum length, checked and shown in the browser."""
+    for name, max_chars in TEXT_LIMITS.items():
+        if name in form.fields:
+            field = form.fields[name]
+            field.max_length = max_chars
+            field.validators.append(MaxLengthValidator(max_chars))
+            field.widget.attrs["maxlength"] = str(max_chars)
 
 
 class BotForm(forms.ModelForm):
@@ -15,6 +29,10 @@ class BotForm(forms.ModelForm):
             ),
         }
         help_texts = {"instructions": "Optional. Tells colleagues what to ask this bot."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        limit_text_fields(self)
 
 
 class BotSettingsForm(forms.ModelForm):
@@ -69,6 +87,7 @@ class BotSettingsForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        limit_text_fields(self)
         self.fields["embedding_model"].empty_label = "Installation default"
         self.fields["provider"].empty_label = "Built-in answerer (quotes the documents)"
         self.fields["reranker"].empty_label = "None"
@@ -78,5 +97,5 @@ class BotSettingsForm(forms.ModelForm):
 
 
 class ChatForm(forms.Form):
-    message = forms.CharField(max_length=4000, strip=True)
+    message = forms.CharField(max_length=QUESTION_MAX_CHARS, strip=True)
     conversation = forms.IntegerField(required=False, widget=forms.HiddenInput)

@@ -28,6 +28,12 @@ from retrieval import services as retrieval
 
 logger = logging.getLogger(__name__)
 
+# The REST chat's limit on a question applies to the last user message; the whole
+# conversation sent along is bounded too, since every turn goes into the prompt.
+QUESTION_MAX_CHARS = services.QUESTION_MAX_CHARS
+CONVERSATION_MAX_CHARS = 32_000
+MAX_MESSAGES = 200
+
 
 class OpenAIError(Exception):
     """A request we refuse, answered in OpenAI's error shape with `status`."""
@@ -64,6 +70,10 @@ def openai_view(method: str):
                 return view(request, _authenticated_user(request), *args, **kwargs)
             except OpenAIError as refusal:
                 return refusal.response()
+            except Exception:
+                # Django's own 500 page is HTML, which OpenAI clients cannot read.
+                logger.exception("OpenAI-compatible request failed: %s %s", request.method, request.path)
+                return OpenAIError(500, "Something went wrong on our side; it has been logged.").response()
 
         wrapped.__name__ = view.__name__
         wrapped.__doc__ = view.__doc__
@@ -83,6 +93,8 @@ def _authenticated_user(request):
 
 
 def _bot_for_model(user, model: str):
+    if "\x00" in model:
+        raise OpenAIError(400, _NUL_MESSAGE.format(field="`model`"), param="model", code="nul_character")
     bot = services.visible_bots(user).select_related("owner").filter(slug=model).first()
     if bot is None:
         # The same answer for a bot that doesn't exist and one not shared with the caller.
@@ -154,6 +166,8 @@ def _read_request(request) -> dict:
         raise OpenAIError(413, "The request body is too large.") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise OpenAIError(400, "The request body is not valid JSON.") from exc
+    except RecursionError as exc:
+        raise OpenAIError(400, "The request body is nested too deeply.") from exc
     if not isinstance(body, dict):
         raise OpenAIError(400, "The request body must be a JSON object.")
     model = body.get("model")
@@ -165,6 +179,8 @@ def _read_request(request) -> dict:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise OpenAIError(400, "`stream_options` must be an object.", param="stream_options")
+    if "\x00" in model:
+        raise OpenAIError(400, _NUL_MESSAGE.format(field="`model`"), param="model", code="nul_character")
     question, history = _question_and_history(body.get("messages"))
     return {
         "model": model.strip(),
@@ -175,9 +191,16 @@ def _read_request(request) -> dict:
     }
 
 
+_NUL_MESSAGE = "{field} must not contain NUL (\\x00) characters."
+
+
 def _question_and_history(messages) -> tuple[str, list[tuple[str, str]]]:
     if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
         raise OpenAIError(400, "`messages` must be a list of message objects.", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise OpenAIError(
+            400, f"`messages` may hold at most {MAX_MESSAGES} messages, not {len(messages)}.", param="messages"
+        )
     turns = [
         (message["role"], _text_of(message.get("content"), index))
         for index, message in enumerate(messages)
@@ -187,7 +210,30 @@ def _question_and_history(messages) -> tuple[str, list[tuple[str, str]]]:
     if last_user is None or not turns[last_user][1].strip():
         raise OpenAIError(400, "`messages` must contain a user message with the question.", param="messages")
     history = [(role, text) for role, text in turns[:last_user] if text.strip()]
-    return turns[last_user][1].strip(), history
+    question = turns[last_user][1].strip()
+    _check_lengths(question, history)
+    return question, history
+
+
+def _check_lengths(question: str, history: list[tuple[str, str]]) -> None:
+    texts = [question] + [text for _, text in history]
+    if any("\x00" in text for text in texts):
+        raise OpenAIError(400, _NUL_MESSAGE.format(field="Messages"), param="messages", code="nul_character")
+    if len(question) > QUESTION_MAX_CHARS:
+        raise OpenAIError(
+            400,
+            f"The last user message is too long: at most {QUESTION_MAX_CHARS:,} characters, not {len(question):,}.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    total = sum(len(text) for text in texts)
+    if total > CONVERSATION_MAX_CHARS:
+        raise OpenAIError(
+            400,
+            f"The messages are too long together: at most {CONVERSATION_MAX_CHARS:,} characters, not {total:,}.",
+            param="messages",
+            code="context_length_exceeded",
+        )
 
 
 def _text_of(content, index: int) -> str:
@@ -201,6 +247,12 @@ def _text_of(content, index: int) -> str:
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     raise OpenAIError(400, "A message's `content` must be a string or a list of parts.", param=f"messages[{index}]")
+
+
+@csrf_exempt
+def not_found(request, path: str = ""):
+    """Any other path under /v1/: OpenAI's 404 shape rather than Django's HTML page."""
+    return OpenAIError(404, f"Docent has no endpoint {request.path}.", code="unknown_url").response()
 
 
 class _Reply:

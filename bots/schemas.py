@@ -3,11 +3,49 @@
 from datetime import datetime
 
 from ninja import Field, Schema
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
+
+from bots.services import (
+    BOT_NAME_MAX_CHARS,
+    CONVERSATION_TITLE_MAX_CHARS,
+    FEEDBACK_COMMENT_MAX_CHARS,
+    GRANTEE_NAME_MAX_CHARS,
+    INSTRUCTIONS_MAX_CHARS,
+    LLM_MODEL_MAX_CHARS,
+    PROMPT_TEMPLATE_MAX_CHARS,
+    QUESTION_MAX_CHARS,
+)
 
 
-class BotIn(Schema):
-    name: str = Field(min_length=1, max_length=120)
-    instructions: str = ""
+class Input(Schema):
+    """Base of every request body: no text anywhere in it may contain a NUL character.
+
+    Postgres text cannot hold NUL, so without this a NUL in any field was a 500 from the
+    database; here it is a 422 naming the field, for every schema at once.
+    """
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_characters(cls, value):
+        if _has_nul(value):
+            raise PydanticCustomError("nul_character", "Text must not contain NUL (\\x00) characters.")
+        return value
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple | set):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    return False
+
+
+class BotIn(Input):
+    name: str = Field(min_length=1, max_length=BOT_NAME_MAX_CHARS)
+    instructions: str = Field("", max_length=INSTRUCTIONS_MAX_CHARS)
 
 
 class BotOut(Schema):
@@ -51,11 +89,11 @@ class BotOut(Schema):
         return bot.reranker.name if bot.reranker_id else ""
 
 
-class BotPatch(Schema):
+class BotPatch(Input):
     """Any subset of the bot's settings; each PATCH that changes something is a new config_version."""
 
-    name: str | None = Field(None, min_length=1, max_length=120)
-    instructions: str | None = None
+    name: str | None = Field(None, min_length=1, max_length=BOT_NAME_MAX_CHARS)
+    instructions: str | None = Field(None, max_length=INSTRUCTIONS_MAX_CHARS)
     top_k: int | None = None
     refusal_threshold: float | None = None
     chunking_strategy: str | None = None
@@ -63,10 +101,10 @@ class BotPatch(Schema):
     chunk_overlap_tokens: int | None = None
     embedding_model: str | None = Field(None, description="An embedding model's name, as listed by admins.")
     provider: str | None = Field(None, description="An LLM provider's name; empty string for the built-in answerer.")
-    llm_model: str | None = None
+    llm_model: str | None = Field(None, max_length=LLM_MODEL_MAX_CHARS)
     temperature: float | None = None
     max_tokens: int | None = None
-    prompt_template: str | None = None
+    prompt_template: str | None = Field(None, max_length=PROMPT_TEMPLATE_MAX_CHARS)
     rrf_k: int | None = None
     vector_weight: float | None = None
     keyword_weight: float | None = None
@@ -148,11 +186,11 @@ class UploadErrorOut(Schema):
     )
 
 
-class RollbackIn(Schema):
+class RollbackIn(Input):
     version: int
 
 
-class SearchIn(Schema):
+class SearchIn(Input):
     query: str = Field(min_length=1, max_length=2000)
     k: int = Field(8, ge=1, le=50)
     document_ids: list[int] | None = None
@@ -175,8 +213,8 @@ class SearchOut(Schema):
     timings_ms: dict[str, float]
 
 
-class ChatIn(Schema):
-    message: str = Field(min_length=1, max_length=4000)
+class ChatIn(Input):
+    message: str = Field(min_length=1, max_length=QUESTION_MAX_CHARS)
     conversation_id: int | None = None
     stream: bool = False
 
@@ -214,10 +252,10 @@ class TraceOut(Schema):
     created_at: datetime
 
 
-class ShareIn(Schema):
-    user: str = ""
-    group: str = ""
-    role: str = "user"
+class ShareIn(Input):
+    user: str = Field("", max_length=GRANTEE_NAME_MAX_CHARS)
+    group: str = Field("", max_length=GRANTEE_NAME_MAX_CHARS)
+    role: str = Field("user", max_length=20)
 
 
 class ShareOut(Schema):
@@ -244,13 +282,13 @@ class ConversationOut(Schema):
     updated_at: datetime
 
 
-class ConversationPatch(Schema):
-    title: str = Field(min_length=1, max_length=200)
+class ConversationPatch(Input):
+    title: str = Field(min_length=1, max_length=CONVERSATION_TITLE_MAX_CHARS)
 
 
-class FeedbackIn(Schema):
+class FeedbackIn(Input):
     rating: int = Field(description="1 helpful, -1 not helpful")
-    comment: str = ""
+    comment: str = Field("", max_length=FEEDBACK_COMMENT_MAX_CHARS)
 
 
 class FeedbackOut(Schema):

@@ -6,18 +6,47 @@ layer only through documents.services and retrieval.services.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.http import Http404
 from django.utils import timezone
 
 from bots.models import ApiToken, Bot, BotConfigVersion, BotShare, Conversation, Feedback, Message
 from documents import services as documents
 from retrieval import services as retrieval
+
+# The longest text a user may write into each free-text field. Bot names, conversation
+# titles and token names are bounded by their columns; the rest are TextFields, bounded
+# here because they are rendered on pages and put into every prompt.
+BOT_NAME_MAX_CHARS = Bot._meta.get_field("name").max_length
+INSTRUCTIONS_MAX_CHARS = 4000
+PROMPT_TEMPLATE_MAX_CHARS = 8000
+LLM_MODEL_MAX_CHARS = Bot._meta.get_field("llm_model").max_length
+QUESTION_MAX_CHARS = 4000
+CONVERSATION_TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
+FEEDBACK_COMMENT_MAX_CHARS = 2000
+TOKEN_NAME_MAX_CHARS = ApiToken._meta.get_field("name").max_length
+# Usernames and group names are at most 150 characters in django.contrib.auth.
+GRANTEE_NAME_MAX_CHARS = 150
+
+
+def checked_text(label: str, text: str, max_chars: int) -> str:
+    """`text` if a user may store it; ValueError saying why not otherwise.
+
+    Postgres text cannot hold NUL characters, so they are refused here with a reason
+    rather than failing in the database.
+    """
+    if "\x00" in text:
+        raise ValueError(f"{label} must not contain NUL (\\x00) characters.")
+    if len(text) > max_chars:
+        raise ValueError(f"{label} is too long: at most {max_chars:,} characters, not {len(text):,}.")
+    return text
 
 
 def visible_bots(user):
@@ -95,11 +124,12 @@ def can_create_bots(user) -> bool:
 def create_bot(owner, name: str, instructions: str = "") -> Bot:
     if not can_create_bots(owner):
         raise PermissionDenied("Only builders can create bots; ask an admin to make you one.")
-    name = name.strip()
+    name = checked_text("The name", name.strip(), BOT_NAME_MAX_CHARS)
     if not name:
         raise ValueError("A bot needs a name.")
+    instructions = checked_text("The instructions", instructions.strip(), INSTRUCTIONS_MAX_CHARS)
     with transaction.atomic():
-        bot = Bot.objects.create(owner=owner, name=name[:120], instructions=instructions.strip())
+        bot = Bot.objects.create(owner=owner, name=name, instructions=instructions)
         BotConfigVersion.objects.create(bot=bot, number=1, changed_by=owner, snapshot=_snapshot(bot))
     return bot
 
@@ -153,6 +183,9 @@ def _validate_settings(bot: Bot, changes: dict) -> None:
         raise ValueError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
     if "name" in changes and not str(changes["name"]).strip():
         raise ValueError("A bot needs a name.")
+    for field, label, max_chars in _SETTINGS_TEXT_LIMITS:
+        if isinstance(changes.get(field), str):
+            checked_text(label, changes[field], max_chars)
     if "chunking_strategy" in changes and changes["chunking_strategy"] not in Bot.Chunking.values:
         raise ValueError(f"Chunking must be one of: {', '.join(Bot.Chunking.values)}.")
     size = changes.get("chunk_size_tokens", bot.chunk_size_tokens)
@@ -180,8 +213,18 @@ def _validate_settings(bot: Bot, changes: dict) -> None:
         raise ValueError(f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those.")
 
 
+_SETTINGS_TEXT_LIMITS = [
+    ("name", "The name", BOT_NAME_MAX_CHARS),
+    ("instructions", "The instructions", INSTRUCTIONS_MAX_CHARS),
+    ("prompt_template", "The prompt template", PROMPT_TEMPLATE_MAX_CHARS),
+    ("llm_model", "The language model's name", LLM_MODEL_MAX_CHARS),
+]
+
+
 def share_bot(bot: Bot, *, username: str = "", group: str = "", role: str = BotShare.Role.USER) -> BotShare:
     """Share `bot` with one user or one group; sharing again changes the role."""
+    checked_text("The user name", username, GRANTEE_NAME_MAX_CHARS)
+    checked_text("The group name", group, GRANTEE_NAME_MAX_CHARS)
     if role not in BotShare.Role.values:
         raise ValueError("The role must be editor or user.")
     if bool(username) == bool(group):
@@ -230,10 +273,10 @@ def get_conversation(bot: Bot, user, pk: int) -> Conversation:
 
 
 def rename_conversation(conversation: Conversation, title: str) -> Conversation:
-    title = title.strip()
+    title = checked_text("The title", title.strip(), CONVERSATION_TITLE_MAX_CHARS)
     if not title:
         raise ValueError("A conversation needs a title.")
-    conversation.title = title[:200]
+    conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
     return conversation
 
@@ -242,15 +285,22 @@ def give_feedback(user, message_id: int, rating: int, comment: str = "") -> Feed
     """Thumbs up (1) or down (-1) on an answer in one of `user`'s own conversations."""
     if rating not in (1, -1):
         raise ValueError("Feedback is 1 (helpful) or -1 (not helpful).")
+    comment = checked_text("The comment", comment.strip(), FEEDBACK_COMMENT_MAX_CHARS)
+    message = get_answer(user, message_id)
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message, defaults={"user": user, "rating": rating, "comment": comment}
+    )
+    return feedback
+
+
+def get_answer(user, message_id: int) -> Message:
+    """An answer in one of `user`'s own conversations with a bot they may still see; Http404 otherwise."""
     message = Message.objects.filter(
         pk=message_id, role=Message.Role.ASSISTANT, conversation__user=user, conversation__bot__in=visible_bots(user)
     ).first()
     if message is None:
         raise Http404("No such answer.")
-    feedback, _ = Feedback.objects.update_or_create(
-        message=message, defaults={"user": user, "rating": rating, "comment": comment.strip()[:2000]}
-    )
-    return feedback
+    return message
 
 
 def feedback_of(bot: Bot):
@@ -263,8 +313,8 @@ def tokens_of(user):
 
 def create_token(user, name: str) -> tuple[ApiToken, str]:
     """A new API token for `user`; the plain key is returned once and never stored."""
-    name = name.strip() or "API token"
-    return ApiToken.issue(user, name=name[:100])
+    name = checked_text("The token name", name.strip(), TOKEN_NAME_MAX_CHARS) or "API token"
+    return ApiToken.issue(user, name=name)
 
 
 def revoke_token(user, token_id: int) -> None:
@@ -302,12 +352,12 @@ class ChatEvent:
 
 def post_question(bot: Bot, user, text: str, conversation_id: int | None = None) -> Message:
     """Store `user`'s question in a new or existing conversation; answer it with answer_stream()."""
-    text = text.strip()
+    text = checked_text("The question", text.strip(), QUESTION_MAX_CHARS)
     if not text:
         raise ValueError("Ask a question first.")
     with transaction.atomic():
         if conversation_id is None:
-            conversation = Conversation.objects.create(bot=bot, user=user, title=text[:200])
+            conversation = Conversation.objects.create(bot=bot, user=user, title=text[:CONVERSATION_TITLE_MAX_CHARS])
         else:
             conversation = Conversation.objects.filter(bot=bot, user=user, pk=conversation_id).first()
             if conversation is None:
@@ -330,12 +380,60 @@ def unanswered_question(user, bot: Bot, message_id: int) -> Message:
 def answer_stream(question: Message):
     """Answer a stored question as ChatEvents: tokens as they come, then the stored reply.
 
-    A question that already has its reply yields just that reply.
+    A question gets exactly one answer and one trace, however many readers ask for it at
+    once (a reloaded page, a second tab, a retrying client): the first takes the question's
+    lock and produces the answer; the others wait for it and get just the stored reply.
     """
-    existing = Message.objects.filter(in_reply_to=question).first()
-    if existing is not None:
-        yield ChatEvent("done", message=existing)
-        return
+    reply = Message.objects.filter(in_reply_to=question).first()
+    if reply is None:
+        with _answering(question.pk):
+            # Whoever held the lock before us may have answered while we waited.
+            reply = Message.objects.filter(in_reply_to=question).first()
+            if reply is None:
+                yield from _produce_answer(question)
+                return
+    yield ChatEvent("done", message=reply)
+
+
+# Namespace of the Postgres advisory locks taken on questions being answered (any fixed int4).
+_ANSWER_LOCK_CLASS = 0x646F63
+# How long a second reader waits for the first one's answer; LLM calls time out well before.
+ANSWER_WAIT_SECONDS = 600
+
+
+class AnswerBusy(RuntimeError):
+    """The question is still being answered by another request after ANSWER_WAIT_SECONDS."""
+
+
+@contextmanager
+def _answering(question_id: int, wait_seconds: float = ANSWER_WAIT_SECONDS):
+    """Hold the advisory lock of one question while answering it.
+
+    A session-level lock rather than a row lock: producing an answer takes seconds and
+    streams, and must not hold a transaction open. Postgres drops the lock with the
+    connection, so a killed request never leaves a question locked.
+    """
+    key = [_ANSWER_LOCK_CLASS, question_id % 2**31]
+    deadline = time.monotonic() + wait_seconds
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+            if cursor.fetchone()[0]:
+                break
+            if time.monotonic() > deadline:
+                raise AnswerBusy("This question is still being answered; reload the page in a moment.")
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        except DatabaseError:
+            connection.close()  # closing the session releases its locks too
+
+
+def _produce_answer(question: Message):
     conversation = question.conversation
     history = [
         (message.role, message.text)

@@ -77,8 +77,10 @@ def chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     bot = services.get_bot(request.user, slug=slug)
     form = ChatForm(request.POST)
     if not form.is_valid():
+        error = _chat_form_error(form)
         if request.htmx:
-            return render(request, CHAT_TEMPLATE + "#chat-error", {"error": "Type a question first."})
+            return render(request, CHAT_TEMPLATE + "#chat-error", {"error": error})
+        messages.error(request, error)
         return redirect(bot)
     question = services.post_question(
         bot, request.user, form.cleaned_data["message"], form.cleaned_data.get("conversation")
@@ -92,6 +94,12 @@ def chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         CHAT_TEMPLATE + "#exchange",
         {"bot": bot, "conversation": question.conversation, "question": question},
     )
+
+
+def _chat_form_error(form: ChatForm) -> str:
+    if "message" in form.errors and form.data.get("message", "").strip():
+        return " ".join(form.errors["message"])  # too long, or characters that cannot be stored
+    return "Type a question first."
 
 
 @login_required
@@ -286,13 +294,19 @@ def conversation_delete(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRes
 @require_POST
 def feedback(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
     rating = 1 if request.POST.get("rating") == "up" else -1
-    given = services.give_feedback(request.user, message_id, rating, request.POST.get("comment", ""))
+    try:
+        given = services.give_feedback(request.user, message_id, rating, request.POST.get("comment", ""))
+    except ValueError as exc:
+        answer, error = services.get_answer(request.user, message_id), str(exc)
+        feedback = answer.feedback_or_none
+    else:
+        answer, error, feedback = given.message, "", given
     if request.htmx:
-        return render(request, CHAT_TEMPLATE + "#feedback", {"message": given.message, "feedback": given})
-    return redirect(
-        f"{reverse('bots:detail', args=[given.message.conversation.bot.slug])}"
-        f"?conversation={given.message.conversation_id}"
-    )
+        return render(request, CHAT_TEMPLATE + "#feedback", {"message": answer, "feedback": feedback, "error": error})
+    if error:
+        messages.error(request, error)
+    chat_page = reverse("bots:detail", args=[answer.conversation.bot.slug])
+    return redirect(f"{chat_page}?conversation={answer.conversation_id}")
 
 
 @login_required
@@ -351,7 +365,10 @@ def profile(request: HtmxHttpRequest) -> HttpResponse:
     """Your API tokens: create one (its key is shown this once), see when each was last used, revoke."""
     new_key = None
     if request.method == "POST":
-        _, new_key = services.create_token(request.user, request.POST.get("name", ""))
+        try:
+            _, new_key = services.create_token(request.user, request.POST.get("name", ""))
+        except ValueError as exc:
+            messages.error(request, str(exc))
     context = {"tokens": services.tokens_of(request.user), "new_key": new_key}
     return render(request, "bots/profile.html", context)
 

@@ -1,9 +1,11 @@
 """The NinjaAPI at /api/v1/: mounts each app's router and renders every error as {"detail": ...}."""
 
 import json
+import logging
 
 from csp.decorators import csp_update
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DataError
 from django.shortcuts import render
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
@@ -12,6 +14,8 @@ from ninja.openapi.docs import Swagger
 from bots.api import router as bots_router
 from bots.auth import api_auth
 from retrieval.services import UnknownChoice
+
+logger = logging.getLogger(__name__)
 
 
 class LocalSwagger(Swagger):
@@ -74,3 +78,18 @@ def unauthenticated(request, exc: AuthenticationError):
     response = api.create_response(request, {"detail": message}, status=401)
     response["WWW-Authenticate"] = "Bearer"
     return response
+
+
+@api.exception_handler(DataError)
+def unstorable(request, exc: DataError):
+    # Input the schemas let through but Postgres cannot store (a number out of range, say).
+    logger.warning("API request refused by the database: %s", exc)
+    message = "A value in the request cannot be stored (a number out of range, or a NUL character)."
+    return api.create_response(request, {"detail": message}, status=400)
+
+
+@api.exception_handler(Exception)
+def unexpected(request, exc: Exception):
+    # ninja re-raises unknown errors to Django, whose 500 page is HTML; API clients get JSON.
+    logger.exception("API request failed: %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "Something went wrong on our side; it has been logged."}, status=500)

@@ -180,6 +180,10 @@ def vector_search(chunks, model: EmbeddingModel, query_vector, limit: int, exact
 
 _SEARCH_SYNTAX = re.compile(r'"|\s-\w|^-\w|\bor\b', re.IGNORECASE)
 _QUERY_WORD = re.compile(r"\w[\w.\-]*\w|\w")
+# Postgres parses a web-search query recursively: tens of thousands of terms exceed its
+# stack depth ("stack depth limit exceeded"). Questions are capped well before this; the
+# cap here keeps any caller from reaching it. The API's search query is at most this long too.
+KEYWORD_QUERY_MAX_CHARS = 2000
 
 
 def keyword_query(query: str) -> str:
@@ -189,6 +193,7 @@ def keyword_query(query: str) -> str:
     passage with E-4417 even if it never says "error". Ranking still rewards
     passages that match more of the words. Quotes, "or" and -exclusions are kept as written.
     """
+    query = query[:KEYWORD_QUERY_MAX_CHARS]
     if _SEARCH_SYNTAX.search(query):
         return query
     return " or ".join(_QUERY_WORD.findall(query))
@@ -201,7 +206,7 @@ _TOKEN = re.compile(r"\w[\w.\-/]*\w")
 def identifiers_in(query: str) -> list[str]:
     return [
         token
-        for token in _TOKEN.findall(query)
+        for token in _TOKEN.findall(query[:KEYWORD_QUERY_MAX_CHARS])
         if any(char.isdigit() for char in token) and not token.replace(".", "").isdigit()
     ]
 

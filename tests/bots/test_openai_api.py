@@ -10,6 +10,7 @@ from django.test import Client
 
 from bots import services
 from bots.models import ApiToken, Bot
+from retrieval.models import Trace
 from tests.conftest import index_texts_into as index_texts
 
 live = pytest.mark.django_db(transaction=True)
@@ -259,3 +260,84 @@ def test_a_failure_mid_stream_reaches_the_client_as_an_error(live_server, owner,
     )
     with pytest.raises(openai.APIError, match="The answer failed"):
         list(stream)
+
+
+def _chat(text: str, *earlier: dict) -> dict:
+    return {"model": "handbook", "messages": [*earlier, {"role": "user", "content": text}]}
+
+
+NESTED = '{"model": "handbook", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+TOO_LONG = services.QUESTION_MAX_CHARS + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (NESTED, 400, None),
+        (_chat("How many\x00 days?"), 400, "nul_character"),
+        ({**_chat(QUESTION), "model": "hand\x00book"}, 400, "nul_character"),
+        (_chat("Hi", {"role": "assistant", "content": "a\x00"}), 400, "nul_character"),
+        (_chat("x" * TOO_LONG), 400, "context_length_exceeded"),
+        (_chat("vacation days " * 75_000), 400, "context_length_exceeded"),
+        (_chat("Hi", *[{"role": "assistant", "content": "y" * 4000}] * 10), 400, "context_length_exceeded"),
+        (_chat("Hi", *[{"role": "user", "content": "Hi"}] * 200), 400, None),
+        ({"model": "handbook", "messages": [{"role": ["user"], "content": "Hi"}]}, 400, None),
+        ({**_chat(QUESTION), "stream_options": 5}, 400, None),
+        ({**_chat(QUESTION), "model": "no-such-bot"}, 404, "model_not_found"),
+    ],
+)
+def test_every_refused_chat_request_is_an_openai_error_in_json(owner, bot, body, status, code):
+    client = Client(headers={"Authorization": f"Bearer {token_for(owner)}"})
+    raw = body if isinstance(body, str) else json.dumps(body)
+    assert_openai_error(client.post("/v1/chat/completions", raw, content_type="application/json"), status, code)
+    assert not Trace.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/v1/models/%00", 400, "nul_character"),
+        ("/v1/models/no-such-bot", 404, "model_not_found"),
+        ("/v1/no/such/endpoint", 404, "unknown_url"),
+    ],
+)
+def test_every_refused_read_on_v1_is_an_openai_error_in_json(owner, bot, path, status, code):
+    client = Client(headers={"Authorization": f"Bearer {token_for(owner)}"})
+    assert_openai_error(client.get(path), status, code)
+
+
+def assert_openai_error(response, status: int, code: str | None, error_type: str = "invalid_request_error"):
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == error_type
+    if code:
+        assert error["code"] == code
+
+
+@pytest.mark.django_db
+def test_a_wrong_or_revoked_key_on_a_write_is_401_with_bearer(owner, bot):
+    wrong = Client(headers={"Authorization": "Bearer dct_not-a-real-key"})
+    response = wrong.post("/v1/chat/completions", _chat(QUESTION), content_type="application/json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.django_db
+def test_an_unexpected_failure_is_a_500_in_openai_error_shape_not_an_html_page(owner, bot, monkeypatch):
+    from retrieval import services as retrieval
+
+    def broken_answer_stream(bot, question, history, asked_by=None):
+        raise RuntimeError("something we did not foresee")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(retrieval, "answer_stream", broken_answer_stream)
+    client = Client(headers={"Authorization": f"Bearer {token_for(owner)}"}, raise_request_exception=False)
+    body = {**_chat(QUESTION), "model": bot.slug}
+    response = client.post("/v1/chat/completions", body, content_type="application/json")
+    assert_openai_error(response, 500, None, error_type="server_error")
+    assert "foresee" not in response.json()["error"]["message"]
