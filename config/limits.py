@@ -19,7 +19,7 @@ import json
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, get_resolver, resolve
 
 # The routes that accept document uploads: the API endpoint and the knowledge tab's form.
 UPLOAD_ROUTES = {"api:upload_documents", "bots:upload"}
@@ -73,6 +73,8 @@ class LimitRequestBody:
 
     def __init__(self, app):
         self.app = app
+        # Import the URLconf now: the first request's limit must not wait for the whole app to load.
+        get_resolver().url_patterns  # noqa: B018
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
