@@ -251,7 +251,16 @@ FILE_UPLOAD_HANDLERS = ["documents.uploads.UploadHandler"]
 # Beside MEDIA_ROOT, so storing a received file is a rename, not a copy.
 FILE_UPLOAD_TEMP_DIR = DATA_DIR / "uploads"
 FILE_UPLOAD_TEMP_DIR.mkdir(exist_ok=True)
-# A running document whose row hasn't moved for this long has lost its task: re-queue it.
+# Passages (chunks) one document may make; beyond it the document fails with a reason
+# before anything is embedded. 10,000 passages of the default 200 tokens (40 overlapping)
+# hold ~1.2M words, a 2,500-page book, ~15 MB of 384-float vectors, and several minutes of
+# one CPU worker's time; a bigger file is better split (uploads are capped at 50 MB anyway).
+DOCENT_MAX_CHUNKS_PER_DOCUMENT = env_int("DOCENT_MAX_CHUNKS_PER_DOCUMENT", 10_000)
+# One turn of the ingest worker for one document; then the next document (round-robin
+# over bots) gets a turn, so a small file isn't stuck behind a huge one.
+DOCENT_INGEST_SLICE_SECONDS = env_int("DOCENT_INGEST_SLICE_SECONDS", 2)
+# A running document no worker holds, whose row hasn't moved for this long and whose
+# message is gone from the broker, has lost its task: the sweeper re-queues it.
 DOCENT_STALE_SECONDS = env_int("DOCENT_STALE_SECONDS", 120)
 DOCENT_SWEEP_SECONDS = env_int("DOCENT_SWEEP_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {

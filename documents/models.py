@@ -63,6 +63,14 @@ class Document(models.Model):
     active_version = models.ForeignKey(
         "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Queue bookkeeping (see documents.services.enqueue_ingest): the version named by the
+    # ingest message waiting in the broker, if any, so a version never has two; and when a
+    # task last gave this document a slice of work, for round-robin between bots and documents.
+    pending_version = models.ForeignKey(
+        "DocumentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    pending_since = models.DateTimeField(null=True, blank=True)
+    served_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -91,10 +99,16 @@ class Document(models.Model):
         return 0.0
 
     def _set(self, **fields) -> None:
+        """Write `fields` at once; raises Document.DoesNotExist if the row was deleted meanwhile.
+
+        A filtered UPDATE rather than save(update_fields=...), whose error for a deleted row
+        is a bare DatabaseError that ingestion can't tell apart from a real one.
+        """
         for name, value in fields.items():
             setattr(self, name, value)
         self.updated_at = timezone.now()
-        self.save(update_fields=[*fields, "updated_at"])
+        if not type(self).objects.filter(pk=self.pk).update(**fields, updated_at=self.updated_at):
+            raise self.DoesNotExist(f"Document {self.pk} was deleted.")
 
     def mark_queued(self) -> None:
         self._set(

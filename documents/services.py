@@ -25,10 +25,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousFileOperation
+from django.core.exceptions import ObjectDoesNotExist, SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Case, F, Max, Sum, When
+from django.db.models.functions import Length
 from django.utils import timezone
 from pgvector.django import VectorField
 
@@ -44,6 +45,9 @@ PAGE_BATCH = 50
 CHUNK_BATCH = 500
 # pg_try_advisory_lock key space for "a worker is ingesting document N".
 _LOCK_NAMESPACE = 7406
+# ... and for "a worker is re-indexing bot N".
+_REINDEX_LOCK_NAMESPACE = 7407
+RUNNING_STATUSES = [status for status in Document.Status if status not in Document.FINAL_STATUSES]
 
 
 class UploadRefused(Exception):
@@ -254,10 +258,31 @@ def _storage_failure_reason(exc: Exception) -> str:
     return f"the server could not write it{detail}. Try again, or ask an administrator."
 
 
-def enqueue_ingest(version_id: int) -> None:
+def enqueue_ingest(version_id: int) -> bool:
+    """Send an ingest message for `version_id` unless one is already waiting; True if sent.
+
+    The one way ingestion is queued: uploads, retry, rollback, the sweeper, and a task
+    handing on its turn all come here. A message goes out only for a document's current
+    version while the document still needs work, and at most one waits per version: the
+    conditional UPDATE below claims the document's `pending_version` atomically, and the
+    task that takes the message clears it (ingest_next).
+    """
     from documents.tasks import ingest
 
-    ingest.delay(version_id)
+    claimed = (
+        Document.objects.filter(current_version_id=version_id, status__in=RUNNING_STATUSES)
+        .exclude(pending_version_id=version_id)
+        .update(pending_version_id=version_id, pending_since=timezone.now())
+    )
+    if not claimed:
+        return False
+    try:
+        ingest.delay(version_id)
+    except Exception:
+        # Nothing was queued: don't let the row claim otherwise.
+        Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
+        raise
+    return True
 
 
 def clean_filename(name: str) -> str:
@@ -322,9 +347,10 @@ class QuietProgress(DocumentProgress):
 
 
 def ingest_version(version_id: int) -> None:
-    """Parse, chunk and embed one version, then make it the document's active version.
+    """Parse, chunk and embed one version in one go, then make it the document's active version.
 
-    Safe to run twice or concurrently: only one worker holds a document at a time,
+    For the ingest command and tests; the worker goes through ingest_next, which takes
+    turns. Safe to run twice or concurrently: only one worker holds a document at a time,
     an active version does no work, a superseded version is skipped, and each stage
     resumes what an interrupted run left behind.
     """
@@ -332,23 +358,125 @@ def ingest_version(version_id: int) -> None:
     if version is None:
         return  # deleted since it was queued
     with _document_lock(version.document_id) as acquired:
-        if not acquired:
-            return  # another worker is on it
+        if acquired:  # otherwise another worker is on it
+            _ingest_locked(version, deadline=None)
+
+
+def ingest_next(version_id: int) -> None:
+    """Handle one ingest message: one turn of work for the document whose turn it is.
+
+    The message names `version_id`, but turns go round-robin: to the bot served least
+    recently, within it to this message's own document if it needs work, else to the
+    document served least recently. A turn ends at the first stage or embedding-batch
+    boundary after DOCENT_INGEST_SLICE_SECONDS, and whatever still needs work goes to the
+    back of the queue, so neither one huge file nor one bot's thousand files hold the
+    queue for everyone else.
+    """
+    # This message is taken: a new one may be sent for its version from now on.
+    Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
+    served = _serve_next_turn(version_id)
+    for needs_turn in {version_id, served} - {None}:
+        enqueue_ingest(needs_turn)  # sends nothing for a finished, deleted or already queued version
+
+
+def _serve_next_turn(version_id: int) -> int | None:
+    """Run one turn for the first document in turn order that no other worker holds; its version id."""
+    deadline = time.monotonic() + settings.DOCENT_INGEST_SLICE_SECONDS
+    for document_id, candidate_id in _turn_order(version_id):
+        with _document_lock(document_id) as acquired:
+            if not acquired:
+                continue
+            version = DocumentVersion.objects.select_related("document__bot").filter(pk=candidate_id).first()
+            if version is None:
+                continue
+            Document.objects.filter(pk=document_id).update(served_at=timezone.now())
+            try:
+                _ingest_locked(version, deadline)
+            except Exception as exc:
+                # documents.tasks marks the document that failed, which need not be the message's.
+                exc.ingest_version_id = version.id  # type: ignore[attr-defined]
+                raise
+            return version.id
+    return None
+
+
+def _turn_order(version_id: int, limit: int = 20) -> list[tuple[int, int]]:
+    """(document id, version id) of documents needing work, whose turn comes first first.
+
+    Bots by when any of their documents last had a turn (never first), the message's own
+    bot on a tie; within a bot the message's own document, then the one served least
+    recently. So a bot dropping one file while another has a thousand queued waits one
+    turn, not a thousand.
+    """
+    waiting = Document.objects.filter(status__in=RUNNING_STATUSES, current_version__isnull=False)
+    own_bot_id = Document.objects.filter(current_version_id=version_id).values_list("bot_id", flat=True).first()
+    bots = (
+        Document.objects.filter(bot_id__in=waiting.values("bot_id"))
+        .values("bot_id")
+        .annotate(last_served=Max("served_at"))
+        .order_by(F("last_served").asc(nulls_first=True), Case(When(bot_id=own_bot_id, then=0), default=1), "bot_id")
+        .values_list("bot_id", flat=True)
+    )
+    order: list[tuple[int, int]] = []
+    for bot_id in bots[:limit]:
+        documents = waiting.filter(bot_id=bot_id).order_by(
+            Case(When(current_version_id=version_id, then=0), default=1),
+            F("served_at").asc(nulls_first=True),
+            "id",
+        )
+        order.extend(documents.values_list("id", "current_version_id")[: limit - len(order)])
+        if len(order) >= limit:
+            break
+    return order
+
+
+def _ingest_locked(version: DocumentVersion, deadline: float | None) -> None:
+    """Ingest `version` for a caller holding its document's lock, stopping early past `deadline`.
+
+    Stopping early leaves the document in its running state for the next turn to resume.
+    """
+    with _stop_if_deleted(version.id):
         document = Document.objects.select_related("bot").get(pk=version.document_id)
         if document.current_version_id != version.id:
             return  # a newer upload (or a rollback) replaced it
+        if document.status == Document.Status.FAILED:
+            return  # a message that outlived its document's failure; Retry queues it anew
         bot = document.bot
         if document.status == Document.Status.READY and _is_indexed(document, version, bot.index_version):
             return
         progress = DocumentProgress(document)
         try:
             parse_stage(version, progress)
+            if _past(deadline):
+                return
             chunk_stage(version, bot, progress)
+            if _past(deadline):
+                return
         except parsers.ParseError as exc:
             document.fail(str(exc))
             return
-        embed_stage(version, bot, progress)
-        activate(version, bot.index_version)
+        if embed_stage(version, bot, progress, deadline):
+            activate(version, bot.index_version)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+@contextlib.contextmanager
+def _stop_if_deleted(version_id: int) -> Iterator[None]:
+    """Deleting a document mid-ingestion ends its task quietly.
+
+    Whatever the task was about to write fails (the row is gone, a foreign key points at
+    nothing, the stored file was removed); if the version is indeed gone, that is no error
+    and nothing is left behind: pages and chunks went with it in the same cascade.
+    """
+    try:
+        yield
+    except (ObjectDoesNotExist, DatabaseError, FileNotFoundError):
+        if DocumentVersion.objects.filter(pk=version_id).exists():
+            raise
+        logger.info("Document version %s was deleted during ingestion; stopped.", version_id)
 
 
 def _is_indexed(document: Document, version: DocumentVersion, index_version: int) -> bool:
@@ -358,18 +486,38 @@ def _is_indexed(document: Document, version: DocumentVersion, index_version: int
     )
 
 
+def _document_lock(document_id: int) -> contextlib.AbstractContextManager[bool]:
+    return _advisory_lock(_LOCK_NAMESPACE, document_id)
+
+
 @contextlib.contextmanager
-def _document_lock(document_id: int) -> Iterator[bool]:
+def _advisory_lock(namespace: int, key: int) -> Iterator[bool]:
     """A Postgres advisory lock, released when we finish or when our connection dies (worker killed)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, document_id])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
         acquired = cursor.fetchone()[0]
     try:
         yield acquired
     finally:
         if acquired:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, document_id])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
+
+
+def _held_locks(namespace: int) -> set[int]:
+    """Keys of this database's advisory locks in `namespace` that some connection holds now.
+
+    Read from pg_locks rather than by trying the lock, which would make a worker that
+    tries at the same moment believe another one is on it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = %s AND objsubid = 2"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [namespace],
+        )
+        return {key for (key,) in cursor.fetchall()}
 
 
 def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> None:
@@ -436,10 +584,15 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> No
         for number, text in Page.objects.filter(version=version).order_by("number").values_list("number", "text")
     )
     drafts = chunkers.chunk_pages(pages, embedder(model), bot.chunking_strategy, size, overlap)
+    limit = settings.DOCENT_MAX_CHUNKS_PER_DOCUMENT
     with transaction.atomic():
         Chunk.objects.filter(version=version, index_version=index_version, is_active=False).delete()
         batch: list[Chunk] = []
+        chars_chunked = 0
         for ordinal, draft in enumerate(drafts):
+            if ordinal == limit:
+                raise parsers.ParseError(_too_many_passages(version, limit, chars_chunked, overlap / size))
+            chars_chunked += len(draft.text)
             batch.append(
                 Chunk(
                     bot_id=bot.id,
@@ -463,8 +616,28 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> No
         version.save(update_fields=["chunked_index_version"])
 
 
-def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> None:
-    """Embed the version's chunks that have no embedding yet, one batch at a time."""
+def _too_many_passages(version: DocumentVersion, limit: int, chars_chunked: int, overlap_share: float) -> str:
+    """The reason for refusing a file that makes more than `limit` chunks, with about how many it would.
+
+    The total is estimated from the share of the text the first `limit` chunks covered:
+    chunking the rest only to count it could take minutes of the worker's time.
+    """
+    chars_total = Page.objects.filter(version=version).aggregate(chars=Sum(Length("text")))["chars"] or 0
+    chars_covered = max(1, chars_chunked * (1 - overlap_share))
+    estimate = max(limit + 1, int(round(limit * chars_total / chars_covered, -2)))
+    parts = -(-estimate // limit)
+    return (
+        f"This file would make about {estimate:,} passages; the limit is {limit:,} per document. "
+        f"Split it into {parts} or more files and upload those."
+    )
+
+
+def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadline: float | None = None) -> bool:
+    """Embed the version's chunks that have no embedding yet, one batch at a time.
+
+    True once every chunk has its embedding; False if it stopped at `deadline` (a
+    time.monotonic() value, checked after each batch) with chunks left.
+    """
     from retrieval.services import embed_texts, embedding_model_for
 
     model = embedding_model_for(bot)
@@ -477,7 +650,9 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> No
     while True:
         batch = list(pending.filter(embedding__isnull=True).order_by("ordinal").values_list("id", "text")[:batch_size])
         if not batch:
-            break
+            return True
+        if _past(deadline):
+            return False
         vectors = embed_texts([text for _, text in batch], model)
         with connection.cursor() as cursor:
             cursor.executemany(
@@ -510,10 +685,14 @@ def activate(version: DocumentVersion, index_version: int) -> bool:
 
 
 def fail_internal(version_id: int) -> None:
-    """Our fault, retries used up: mark the document failed so it never hangs in a running state."""
+    """Our fault, retries used up: mark the document failed so it never hangs in a running state.
+
+    Deleted or superseded meanwhile: nothing to mark.
+    """
     document = Document.objects.filter(current_version_id=version_id).first()
     if document and not document.is_final:
-        document.fail(INTERNAL_ERROR, kind=Document.ErrorKind.INTERNAL)
+        with contextlib.suppress(Document.DoesNotExist):
+            document.fail(INTERNAL_ERROR, kind=Document.ErrorKind.INTERNAL)
 
 
 # --- Re-indexing after settings change -------------------------------------------------
@@ -531,6 +710,15 @@ def reindex_bot(bot_id: int) -> None:
     bot = Bot.objects.filter(pk=bot_id).first()
     if bot is None:
         return
+    with _advisory_lock(_REINDEX_LOCK_NAMESPACE, bot_id) as acquired:
+        if acquired:  # otherwise another worker is re-indexing this bot
+            _reindex_locked(bot)
+
+
+def _reindex_locked(bot) -> None:
+    from bots.models import Bot
+
+    bot_id = bot.id
     index_version = bot.index_version
     documents = Document.objects.filter(bot=bot, status=Document.Status.READY, active_version__isnull=False)
     prepared: list[DocumentVersion] = []
@@ -542,24 +730,26 @@ def reindex_bot(bot_id: int) -> None:
             if not acquired:
                 continue  # being ingested: that run uses the new settings already
             progress = QuietProgress(document)
-            try:
-                parse_stage(version, progress)
-                chunk_stage(version, bot, progress)
-            except parsers.ParseError as exc:
-                # Under the new settings this document can't be indexed: say so on its row
-                # (with Retry) rather than leave the bot "re-indexing" forever.
-                Chunk.objects.filter(document=document).delete()
-                document.fail(f"Could not be re-indexed with the new settings: {exc}")
-                continue
-            embed_stage(version, bot, progress)
-            prepared.append(version)
+            with _stop_if_deleted(version.id):
+                try:
+                    parse_stage(version, progress)
+                    chunk_stage(version, bot, progress)
+                except parsers.ParseError as exc:
+                    # Under the new settings this document can't be indexed: say so on its row
+                    # (with Retry) rather than leave the bot "re-indexing" forever.
+                    Chunk.objects.filter(document=document).delete()
+                    document.fail(f"Could not be re-indexed with the new settings: {exc}")
+                    continue
+                embed_stage(version, bot, progress)
+                prepared.append(version)
         if Bot.objects.filter(pk=bot_id, index_version__gt=index_version).exists():
             return
     with transaction.atomic():
         if Bot.objects.select_for_update().filter(pk=bot_id, index_version__gt=index_version).exists():
             return
         for version in prepared:
-            activate(version, index_version)
+            with contextlib.suppress(Document.DoesNotExist):  # deleted meanwhile
+                activate(version, index_version)
 
 
 def reindex_progress(bot) -> tuple[int, int]:
@@ -579,32 +769,65 @@ def enqueue_reindex(bot_id: int) -> None:
 
 
 def sweep_stuck_documents() -> int:
-    """Re-queue running documents whose row hasn't moved for DOCENT_STALE_SECONDS.
+    """Re-queue documents whose ingestion no live task holds, and bots whose re-indexing died.
 
-    Their task was lost (worker killed, broker restarted). Re-queueing is safe:
-    ingestion is idempotent and holds a per-document lock. Bots left half re-indexed
-    are re-queued the same way. Returns how many tasks were queued.
+    Waiting in a long queue is not being stuck. A document is stuck when no worker holds
+    its lock, its row hasn't moved for DOCENT_STALE_SECONDS, and no message for it waits
+    in the broker: either none was recorded (pending_version), or the one recorded is
+    presumed lost because the broker's ingest queue is empty (broker restarted, or the
+    worker that took it died before it could start). Bots are re-indexed on the same
+    terms. Re-queueing is safe: ingestion is idempotent. Returns how many tasks were queued.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.DOCENT_STALE_SECONDS)
-    running = [status for status in Document.Status if status not in Document.FINAL_STATUSES]
-    stale = Document.objects.filter(status__in=running, updated_at__lt=cutoff, current_version__isnull=False)
+    queue_empty: bool | None = None  # asked of the broker only when it matters
+
+    def ingest_queue_empty() -> bool:
+        nonlocal queue_empty
+        if queue_empty is None:
+            queue_empty = _ingest_queue_length() == 0
+        return queue_empty
+
+    stale = Document.objects.filter(
+        status__in=RUNNING_STATUSES, updated_at__lt=cutoff, current_version__isnull=False
+    ).exclude(pk__in=_held_locks(_LOCK_NAMESPACE))
     count = 0
     for document in stale:
-        document.heartbeat()  # so the next sweep waits a full period before trying again
-        enqueue_ingest(document.current_version_id)
-        count += 1
+        if document.pending_version_id == document.current_version_id:
+            if document.pending_since > cutoff or not ingest_queue_empty():
+                continue  # its message waits its turn
+            Document.objects.filter(pk=document.pk, pending_version_id=document.pending_version_id).update(
+                pending_version=None, pending_since=None
+            )
+        count += enqueue_ingest(document.current_version_id)
     # Bots whose re-indexing task died: documents still on an older index, untouched for a while.
     stalled_bots = (
         Chunk.objects.filter(is_active=True, index_version__lt=F("bot__index_version"), document__updated_at__lt=cutoff)
+        .exclude(bot_id__in=_held_locks(_REINDEX_LOCK_NAMESPACE))
         .values_list("bot_id", flat=True)
         .distinct()
     )
+    # No row records a waiting re-index message, so one is presumed lost only when the queue is empty.
     for bot_id in stalled_bots:
+        if not ingest_queue_empty():
+            break
         enqueue_reindex(bot_id)
         count += 1
     if count:
         logger.info("Re-queued %d stuck document(s) or re-indexing(s)", count)
     return count
+
+
+def _ingest_queue_length() -> int:
+    """Messages waiting in the broker's ingest queue (not those a worker has taken)."""
+    from config.celery import app
+
+    queue = settings.CELERY_TASK_ROUTES["documents.tasks.*"]["queue"]
+    try:
+        with app.connection_for_write() as conn:
+            return conn.default_channel.queue_declare(queue, passive=True).message_count
+    except Exception as exc:  # the queue doesn't exist yet (RabbitMQ), or the broker is down
+        logger.warning("Could not count the %s queue's messages: %r", queue, exc)
+        return 0
 
 
 def retry(document: Document) -> Document:

@@ -11,8 +11,9 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutEr
 
 class IngestTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        # Retries used up, or a bug: never leave the row in a running state.
-        services.fail_internal(args[0])
+        # Retries used up, or a bug: never leave the row in a running state. The turn may have
+        # gone to another document than the message named (services.ingest_next); fail that one.
+        services.fail_internal(getattr(exc, "ingest_version_id", args[0]))
 
 
 @shared_task(
@@ -26,7 +27,7 @@ class IngestTask(Task):
     max_retries=5,
 )
 def ingest(version_id: int) -> None:
-    services.ingest_version(version_id)
+    services.ingest_next(version_id)
 
 
 @shared_task(
