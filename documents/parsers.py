@@ -14,8 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import posixpath
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -38,8 +42,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy Office files, and password-protected new ones
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
-# A .docx is a ZIP; a small file that inflates to gigabytes (a "zip bomb") must not reach the XML parser.
-MAX_DOCX_XML_BYTES = 200_000_000
+MB = 1024 * 1024
 
 DAMAGED_PDF = "This PDF is damaged and can't be read. Try saving or exporting it again."
 EXCEL_REFUSAL = "Excel workbooks can't be read yet. Save the sheet as CSV and upload that instead."
@@ -57,7 +60,31 @@ class ParseError(Exception):
     """The file itself is the problem. The message is shown to the user as is."""
 
 
-def parse(path: Path, filename: str) -> Iterator[ParsedPage]:
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a ZIP-based upload (a .docx) may unpack to.
+
+    A 1 MB file can inflate to gigabytes (a "zip bomb"), so these are checked on the
+    archive's table of contents, before any part is read. The ratio limit is Apache
+    POI's (1:100); it applies only to parts over a MB, since small ones such as empty
+    XML pack far tighter and are harmless.
+    """
+
+    max_unzipped_bytes: int = 200 * MB
+    max_parts: int = 10_000
+    max_ratio: int = 100
+
+    @classmethod
+    def from_settings(cls, settings) -> ZipLimits:
+        """From Django settings (any object with the DOCENT_ attributes; this module does not import Django)."""
+        return cls(
+            max_unzipped_bytes=settings.DOCENT_MAX_UNZIPPED_MB * MB,
+            max_parts=settings.DOCENT_MAX_ZIP_PARTS,
+            max_ratio=settings.DOCENT_MAX_ZIP_RATIO,
+        )
+
+
+def parse(path: Path, filename: str, zip_limits: ZipLimits | None = None) -> Iterator[ParsedPage]:
     """Yield the pages of the file at `path`; `filename` is the name the user gave it.
 
     Raises ParseError, and nothing else, for any file Docent can't read. PDF pages
@@ -71,17 +98,16 @@ def parse(path: Path, filename: str) -> Iterator[ParsedPage]:
     if kind == "pdf":
         yield from parse_pdf(path)
         return
-    data = path.read_bytes()
     if kind == "docx":
-        text = docx_text(data)
+        text = docx_text(path, zip_limits or ZipLimits())  # reads only the parts it needs, never the whole file
     elif kind == "html":
-        text = html_to_text(decode_html(data))
+        text = html_to_text(decode_html(path.read_bytes()))
     elif kind == "csv":
-        text = csv_text(decode_text(data), tab_separated=Path(filename).suffix.lower() == ".tsv")
+        text = csv_text(decode_text(path.read_bytes()), tab_separated=Path(filename).suffix.lower() == ".tsv")
     elif kind == "markdown":
-        text = markdown_text(decode_text(data))
+        text = markdown_text(decode_text(path.read_bytes()))
     else:
-        text = normalize_whitespace(decode_text(data))
+        text = normalize_whitespace(decode_text(path.read_bytes()))
     if kind in ("docx", "html") and not text:
         raise ParseError("No text was found in this file; there is nothing to index.")
     yield ParsedPage(number=1, text=text)
@@ -262,16 +288,16 @@ def describe_page_ranges(numbers: list[int]) -> str:
 # --- Word ------------------------------------------------------------------------------
 
 
-def docx_text(data: bytes) -> str:
+def docx_text(source: Path | bytes, limits: ZipLimits | None = None) -> str:
     """The body of a .docx as text: headings as "#" lines, paragraphs apart, table rows as "cell | cell".
 
     Headers, footers, footnotes, comments and text boxes are left out.
     """
-    _check_docx_package(data)
     import docx
 
+    package = _docx_text_package(source, limits or ZipLimits())
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(package)
         blocks = list(_docx_blocks(document.element.body, document))
     except Exception as exc:  # python-docx reports broken packages through many unrelated exception types
         raise ParseError(DAMAGED_DOCX) from exc
@@ -297,14 +323,46 @@ def _docx_blocks(container, document) -> Iterator[str]:
                 yield from _docx_blocks(content, document)
 
 
-def _check_docx_package(data: bytes) -> None:
-    """Raise a ParseError that names the problem when the ZIP is not a readable Word document."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as package:
-            names = set(package.namelist())
-            main = package.getinfo("word/document.xml") if "word/document.xml" in names else None
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ParseError(DAMAGED_DOCX) from exc
+# --- Word packages ----------------------------------------------------------------------
+
+_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")
+# A table-of-contents entry is 46 bytes plus its name; zipfile keeps ~500 bytes per entry in memory.
+_DIRECTORY_BYTES_PER_PART = 512
+_RATIO_FLOOR = MB
+_RELATIONSHIPS = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
+_XML_PARSER_OPTIONS = {"resolve_entities": False, "no_network": True}
+
+
+def _docx_text_package(source: Path | bytes, limits: ZipLimits) -> io.BytesIO:
+    """A copy of the .docx holding only what text extraction needs, for python-docx to open.
+
+    python-docx inflates every part the document links to (pictures, embedded files,
+    fonts, thumbnails) into memory; this copy has the main document, its styles and the
+    package's bookkeeping, nothing else. Raises ParseError when the ZIP is not a readable
+    Word document or is over `limits`.
+    """
+    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as handle:
+        _check_end_of_directory(handle, limits)
+        try:
+            package = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise ParseError(DAMAGED_DOCX) from exc
+        with package:
+            infos = package.infolist()
+            _identify_docx(infos)
+            _check_zip_limits(infos, limits)
+            slim = io.BytesIO()
+            with zipfile.ZipFile(slim, "w", zipfile.ZIP_STORED) as copy:
+                for name, data in _docx_text_parts(package):
+                    copy.writestr(name, data)
+    slim.seek(0)
+    return slim
+
+
+def _identify_docx(infos: list[zipfile.ZipInfo]) -> None:
+    """Raise a ParseError that names the problem when the ZIP is not a Word document (names only, nothing read)."""
+    names = {info.filename: info for info in infos}
+    main = names.get("word/document.xml")
     if main is None:
         if "xl/workbook.xml" in names:
             raise ParseError(EXCEL_REFUSAL)
@@ -315,8 +373,118 @@ def _check_docx_package(data: bytes) -> None:
         )
     if main.flag_bits & 0x1:
         raise ParseError("This Word document is password-protected. Remove the password and upload it again.")
-    if main.file_size > MAX_DOCX_XML_BYTES:
-        raise ParseError("This Word document is too large to index. Split it into smaller documents.")
+
+
+def _check_end_of_directory(handle, limits: ZipLimits) -> None:
+    """Refuse on the archive's last 22 bytes when it has too many parts.
+
+    zipfile reads the whole table of contents into memory when it opens an archive (a
+    50 MB upload can list 600,000 empty parts: 300 MB and ten seconds), so the count and
+    the table's size that the end record declares are checked first. A damaged end
+    record is left for zipfile to report.
+    """
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(max(0, size - _END_OF_DIRECTORY.size - 65535))  # the record, then a comment of up to 64 KiB
+    tail = handle.read()
+    found = tail.rfind(b"PK\x05\x06")
+    handle.seek(0)
+    if found < 0 or len(tail) - found < _END_OF_DIRECTORY.size:
+        return
+    record = _END_OF_DIRECTORY.unpack_from(tail, found)
+    parts, directory_bytes = record[4], record[5]
+    # The count may understate (zipfile reads as many entries as the table's size holds), hence both checks;
+    # a count that doesn't fit the field (0xFFFF) or a size over 4 GB (0xFFFFFFFF) is past any limit too.
+    if parts > limits.max_parts or directory_bytes > limits.max_parts * _DIRECTORY_BYTES_PER_PART:
+        raise ParseError(_too_many_parts(limits))
+
+
+def _check_zip_limits(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
+    """Refuse a package over `limits`, judged from its table of contents alone.
+
+    The sizes there are what the archive claims; zipfile stops inflating a part at its
+    claimed size (and `_read_part` reads in bounded steps), so a part that lies is
+    reported as damaged rather than inflated.
+    """
+    if len(infos) > limits.max_parts:
+        raise ParseError(_too_many_parts(limits))
+    unzipped = sum(info.file_size for info in infos)
+    if unzipped > limits.max_unzipped_bytes:
+        raise ParseError(
+            f"This Word document unpacks to {unzipped // MB:,} MB, more than the "
+            f"{limits.max_unzipped_bytes // MB:,} MB Docent accepts. "
+            "Remove large pictures or split the document, and upload it again."
+        )
+    for info in infos:
+        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise ParseError(
+                f"This Word document is packed unusually tightly: {info.filename} unpacks to "
+                f"{info.file_size // max(info.compress_size, 1):,} times its stored size, and Docent accepts at most "
+                f"{limits.max_ratio:,}. Files made to exhaust servers look like this; if yours is genuine, "
+                "save it again from Word and upload it again."
+            )
+
+
+def _too_many_parts(limits: ZipLimits) -> str:
+    return (
+        f"This Word document holds more than {limits.max_parts:,} files inside it, the most Docent accepts. "
+        "Split it into smaller documents and upload them."
+    )
+
+
+def _docx_text_parts(package: zipfile.ZipFile) -> Iterator[tuple[str, bytes]]:
+    """(name, data) of the parts python-docx needs for the text: content types, the main document and its styles.
+
+    The relationship lists are cut down to the parts kept (links to web pages stay: they
+    name no part), so python-docx never asks for the others.
+    """
+    yield "[Content_Types].xml", _read_part(package, "[Content_Types].xml")
+    main = "word/document.xml"
+    yield "_rels/.rels", _relationships_to(package, "_rels/.rels", "", {"officeDocument": main})
+    yield main, _read_part(package, main)
+    styles = "word/styles.xml"
+    main_relationships = "word/_rels/document.xml.rels"
+    if main_relationships in package.NameToInfo:
+        yield main_relationships, _relationships_to(package, main_relationships, "word", {"styles": styles})
+    if styles in package.NameToInfo:
+        yield styles, _read_part(package, styles)
+
+
+def _relationships_to(package: zipfile.ZipFile, name: str, folder: str, keep: dict[str, str]) -> bytes:
+    """The relationship list `name` with only links outside the package and links of a type in `keep`.
+
+    `keep` maps a relationship type's last word to the part it must point at (resolved
+    from `folder`); any other target would make python-docx read a part not copied.
+    """
+    from lxml import etree
+
+    try:
+        root = etree.fromstring(_read_part(package, name), etree.XMLParser(**_XML_PARSER_OPTIONS))
+    except etree.XMLSyntaxError as exc:
+        raise ParseError(DAMAGED_DOCX) from exc
+    for relationship in root.iter(_RELATIONSHIPS):
+        if relationship.get("TargetMode") == "External":
+            continue
+        kind = (relationship.get("Type") or "").rsplit("/", 1)[-1]
+        target = relationship.get("Target") or ""
+        resolved = posixpath.normpath(posixpath.join("/" + folder, target)).lstrip("/")
+        if keep.get(kind) != resolved or resolved not in package.NameToInfo:
+            root.remove(relationship)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+
+
+def _read_part(package: zipfile.ZipFile, name: str) -> bytes:
+    """One part, inflated a MB at a time: zipfile's read() of a whole part may inflate a GB in one step."""
+    chunks = []
+    try:
+        with package.open(name) as stream:
+            while chunk := stream.read(MB):
+                chunks.append(chunk)
+    except KeyError as exc:  # a part the package needs is missing
+        raise ParseError(DAMAGED_DOCX) from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+        raise ParseError(DAMAGED_DOCX) from exc
+    return b"".join(chunks)
 
 
 _DOCX_HEADING_STYLE = re.compile(r"heading ([1-9])")
@@ -741,7 +909,7 @@ def csv_text(text: str, tab_separated: bool = False) -> str:
     Empty values are left out. The delimiter is sniffed (comma, semicolon, tab or bar).
     """
     delimiter = _csv_delimiter(text, tab_separated)
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
+    reader = _CsvRows(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter))
     try:
         header = next((row for row in reader if any(cell.strip() for cell in row)), None)
         if header is None:
@@ -757,13 +925,43 @@ def csv_text(text: str, tab_separated: bool = False) -> str:
             if pairs:
                 rows.append("; ".join(pairs))
     except csv.Error as exc:
-        raise ParseError(
-            f"This CSV file is malformed near line {reader.line_num} (often a quote that is never closed). "
-            "Fix it and upload it again."
-        ) from exc
+        raise ParseError(_csv_problem(exc, text, reader.start)) from exc
     if not rows:
         raise ParseError("This CSV file has a header row but no data rows.")
     return "\n\n".join(rows)
+
+
+class _CsvRows:
+    """A csv reader's rows that remember the line the row being read starts on, for error messages."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.start = 1
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while True:
+            self.start = self.reader.line_num + 1
+            try:
+                row = next(self.reader)
+            except StopIteration:
+                return
+            yield row
+
+
+def _csv_problem(error: csv.Error, text: str, line: int) -> str:
+    """What is wrong with a CSV file the csv module gave up on, in words."""
+    if "field larger than field limit" in str(error):
+        # An unclosed quote swallows the rest of the file into one cell, which then outgrows
+        # the limit too; an odd number of quotes in the file tells the two apart.
+        if text.count('"') % 2:
+            return f"This CSV file has a quote that is never closed, in the row that starts on line {line}. " + (
+                "Fix it and upload it again."
+            )
+        return (
+            f"A single cell in this CSV file, on line {line}, is longer than {csv.field_size_limit():,} characters, "
+            "the most Docent reads in one cell. Shorten it, or save that text as a document of its own."
+        )
+    return f"This CSV file is malformed near line {line}. Fix it and upload it again."
 
 
 def _csv_delimiter(text: str, tab_separated: bool) -> str:
