@@ -95,6 +95,16 @@ class LockoutHandler(AxesDatabaseHandler):
         scaled = address_failures * settings.DOCENT_LOGIN_FAILURES_PER_USER // settings.DOCENT_LOGIN_FAILURES_PER_IP
         return max(user_failures, scaled)
 
+    def user_logged_in(self, sender, request, user, **kwargs):
+        """A successful login forgets that username's failures from this address, and nobody else's.
+
+        axes' own reset (AXES_RESET_ON_SUCCESS) deletes by every lockout parameter, the
+        address alone included: anyone with an account could log into it between guesses
+        at someone else's password and never reach the limit.
+        """
+        super().user_logged_in(sender, request, user, **kwargs)
+        AccessAttempt.objects.filter(username=user.get_username(), ip_address=request.axes_ip_address).delete()
+
 
 def locked_until(username: str | None, ip_address: str) -> datetime:
     """When logins for `username` from `ip_address` are accepted again (each try restarts the wait)."""

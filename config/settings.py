@@ -139,7 +139,8 @@ AXES_HANDLER = "bots.auth.LockoutHandler"
 AXES_FAILURE_LIMIT = "bots.auth.failure_limit"  # LockoutHandler scales the per-address count to it
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("DOCENT_LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_CALLABLE = "bots.auth.lockout_response"
-AXES_RESET_ON_SUCCESS = True
+# Not axes' reset on success: it would clear every failure from the address (LockoutHandler).
+AXES_RESET_ON_SUCCESS = False
 # The client address is the connection's own unless DOCENT_PROXY_COUNT reverse proxies
 # (which set X-Forwarded-For) stand in front: a header a client sets itself can't be trusted.
 DOCENT_PROXY_COUNT = env_int("DOCENT_PROXY_COUNT", 0)

@@ -87,6 +87,13 @@ def test_a_successful_login_forgets_earlier_failures(client, member, settings):
     assert log_in(browser, "mike", PASSWORD).status_code == 302
 
 
+def test_logging_into_another_account_between_guesses_does_not_reset_the_count(client, member, outsider, settings):
+    for _ in range(settings.DOCENT_LOGIN_FAILURES_PER_USER):
+        fail(client, "mike", 1)
+        assert log_in(Client(), "oscar", "outsider-pass-123").status_code == 302
+    assert log_in(client, "mike", PASSWORD).status_code == 429
+
+
 def test_api_tokens_work_while_the_user_is_locked_out(client, member, settings):
     fail(client, "mike", settings.DOCENT_LOGIN_FAILURES_PER_USER)
     api = api_client_for(member)
