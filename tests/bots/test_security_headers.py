@@ -267,3 +267,15 @@ def test_with_docent_https_the_app_sends_hsts_secure_cookies_and_redirects_plain
     )
     assert logged_in.status_code == 302
     assert logged_in.cookies["sessionid"]["secure"] is True
+
+
+def test_a_form_without_its_csrf_token_gets_a_readable_page_the_csp_allows(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post("/", {"name": "Forged"})
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "This form has expired" in html
+    # Django's built-in page carries an inline <style> the CSP would refuse.
+    assert "<style" not in html
+    assert parse_csp(response["Content-Security-Policy"])["style-src"] == ["'self'"]

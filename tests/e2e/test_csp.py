@@ -36,7 +36,8 @@ def test_main_flows_run_under_the_csp_without_console_errors_or_violations(page,
     page.fill("input[name=message]", "How many vacation days do employees get?")
     page.click("button:has-text('Ask')")
     answer = page.locator(".message.assistant").last
-    expect(answer.locator(".answer")).to_contain_text("25 days of paid vacation", timeout=60_000)
+    # The first question waits for the embedding model to load in the server process.
+    expect(answer.locator(".answer")).to_contain_text("25 days of paid vacation", timeout=90_000)
     # Emptied by static/js/docent.js (data-clear-after-send), formerly an hx-on handler.
     expect(page.locator("input[name=message]")).to_have_value("")
 
@@ -48,13 +49,14 @@ def test_main_flows_run_under_the_csp_without_console_errors_or_violations(page,
     expect(source.locator(".passage")).to_be_visible()
     expect(source.locator(".passage mark").first).to_be_visible()
     # htmx-driven parts of the answer: feedback and the lazily loaded trace panel.
-    answer.get_by_role("button", name="Helpful").click()
+    answer.get_by_role("button", name="Helpful", exact=True).click()
     expect(answer.locator(".feedback")).to_contain_text("Thanks for the feedback")
     answer.locator("details.why summary").click()
     expect(answer.locator(".why-body")).not_to_have_text("Loading…")
 
     # Deleting a conversation asks first (data-confirm, formerly an inline onsubmit).
-    page.reload()
+    page.click("nav.tabs >> text=Chat")
+    page.locator(".conversations ul a").first.click()
     page.click("text=Rename or delete this conversation")
     dialogs: list[str] = []
 
