@@ -13,5 +13,5 @@ urlpatterns = [
     path("chat/completions", openai_api.chat_completions, name="chat-completions"),
     path("models", openai_api.list_models, name="models"),
     path("models/<str:model>", openai_api.retrieve_model, name="model"),
-    path("<path:path>", openai_api.not_found),
+    path("<path:path>", openai_api.not_found, name="unknown"),
 ]

@@ -390,9 +390,10 @@ def answer_stream(question: Message):
             # Whoever held the lock before us may have answered while we waited.
             reply = Message.objects.filter(in_reply_to=question).first()
             if reply is None:
-                yield from _produce_answer(question)
-                return
-    yield ChatEvent("done", message=reply)
+                reply = yield from _produce_answer(question)
+    # Released before the last event: a caller that stops reading at "done" holds no lock.
+    if reply is not None:
+        yield ChatEvent("done", message=reply)
 
 
 # Namespace of the Postgres advisory locks taken on questions being answered (any fixed int4).
@@ -434,6 +435,7 @@ def _answering(question_id: int, wait_seconds: float = ANSWER_WAIT_SECONDS):
 
 
 def _produce_answer(question: Message):
+    """Yield the answer's "token" events; return the stored reply (None if the pipeline gave none)."""
     conversation = question.conversation
     history = [
         (message.role, message.text)
@@ -455,7 +457,8 @@ def _produce_answer(question: Message):
                 in_reply_to=question,
             )
             conversation.save(update_fields=["updated_at"])
-        yield ChatEvent("done", message=reply)
+        return reply
+    return None
 
 
 def ask_stream(bot: Bot, user, text: str, conversation_id: int | None = None):

@@ -180,3 +180,17 @@ def test_a_keyword_search_for_a_megabyte_of_words_does_not_exhaust_postgres(bot)
     chunks = Chunk.objects.filter(bot=bot)
     assert keyword_search(chunks, "vacation days " * 80_000, limit=5) == []
     assert keyword_search(chunks, '"vacation" or days ' * 60_000, limit=5) == []
+
+
+def test_htmx_feedback_and_chat_show_the_reason_in_place(client, owner, bot, answered):
+    _, answer = answered
+    client.force_login(owner)
+    htmx = {"HX-Request": "true"}
+    feedback = client.post(
+        f"/answers/{answer.id}/feedback/", {"rating": "down", "comment": "x" * 2001}, headers=htmx
+    ).content.decode()
+    assert "at most 2,000 characters" in feedback
+    assert f'id="feedback-{answer.id}"' in feedback  # the form stays, to try again
+    chat = client.post(f"/bots/{bot.slug}/chat/", {"message": "x" * 4001}, headers=htmx).content.decode()
+    assert "at most 4000 characters" in chat
+    assert not Feedback.objects.exists()

@@ -98,6 +98,7 @@ API = {
         "post", "/v1/chat/completions", {"model": "{slug}", "messages": [{"role": "user", "content": "Canteen hours?"}]},
         CHATTERS,
     ),
+    "openai:unknown": ("get", "/v1/no/such/endpoint", None, {role: 404 for role in ROLES}),
 }  # fmt: skip
 
 CONSOLE_POSTS = ("test", "delete", "default", "role", "active", "members", "remove", "builders")
