@@ -3,7 +3,12 @@
 // else that is an error (a proxy's error page, a 500, a lost connection) must not replace
 // the table either: it becomes a readable message in the same place.
 (() => {
-  const isUpload = (event) => event.detail.elt && event.detail.elt.id === "upload-form";
+  // beforeSwap fires on the swap target; the form that sent the request is in requestConfig.
+  const source = (event) => (event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt;
+  const isUpload = (event) => {
+    const element = source(event);
+    return Boolean(element) && element.id === "upload-form";
+  };
 
   const say = (text) => {
     const box = document.getElementById("upload-message");
@@ -24,9 +29,26 @@
     return `The upload was refused (error ${xhr.status}). Reload the page and try again.`;
   };
 
+  // A request answered from another path was redirected: to the login page, when the session
+  // ended. Neither an upload nor the table's polling may put that page in the table.
+  const redirected = (event) => {
+    const answered = event.detail.xhr.responseURL;
+    const asked = event.detail.pathInfo && event.detail.pathInfo.finalRequestPath;
+    return Boolean(answered && asked) && new URL(answered).pathname !== new URL(asked, window.location.href).pathname;
+  };
+
   document.addEventListener("htmx:beforeSwap", (event) => {
-    if (!isUpload(event)) return;
     const xhr = event.detail.xhr;
+    if (xhr.status < 400 && redirected(event)) {
+      event.detail.shouldSwap = false;
+      say(
+        isUpload(event)
+          ? "Nothing was uploaded: you have been logged out. Reload the page, log in and drop the files again."
+          : "You have been logged out. Reload the page and log in to see the documents again.",
+      );
+      return;
+    }
+    if (!isUpload(event)) return;
     if (xhr.status < 400 || xhr.getResponseHeader("HX-Retarget")) return;
     event.detail.shouldSwap = false;
     event.detail.isError = false;

@@ -237,3 +237,13 @@ def test_the_ingest_command_path_reports_a_file_it_cannot_store(bot):
     with file_size_limit(10_000), pytest.raises(services.FileNotStored):
         services.add_document(bot, File(io.BytesIO(b"x" * 50_000), name="big.txt"), enqueue=False)
     assert not Document.objects.filter(bot=bot).exists()
+
+
+def test_the_same_name_twice_in_one_upload_becomes_two_versions_of_one_document(bot):
+    first, second = services.add_documents(
+        bot, [SimpleUploadedFile("menu.txt", b"Monday: soup"), SimpleUploadedFile("menu.txt", b"Tuesday: fish")], False
+    )
+    assert first.document.pk == second.document.pk
+    document = Document.objects.get(pk=first.document.pk)
+    assert document.current_version.number == 2
+    assert stored_path(document).read_bytes() == b"Tuesday: fish"
