@@ -258,7 +258,8 @@ FILE_UPLOAD_TEMP_DIR.mkdir(exist_ok=True)
 # one CPU worker's time; a bigger file is better split (uploads are capped at 50 MB anyway).
 DOCENT_MAX_CHUNKS_PER_DOCUMENT = env_int("DOCENT_MAX_CHUNKS_PER_DOCUMENT", 10_000)
 # One turn of the ingest worker for one document; then the next document (round-robin
-# over bots) gets a turn, so a small file isn't stuck behind a huge one.
+# over bots) gets a turn, so a small file isn't stuck behind a huge one. A turn ends at the
+# first stage or embedding-batch boundary past this (0: after each stage or batch).
 DOCENT_INGEST_SLICE_SECONDS = env_int("DOCENT_INGEST_SLICE_SECONDS", 2)
 # A running document no worker holds, whose row hasn't moved for this long and whose
 # message is gone from the broker, has lost its task: the sweeper re-queues it.

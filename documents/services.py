@@ -513,11 +513,9 @@ def _ingest_locked(version: DocumentVersion, deadline: float | None) -> None:
             return
         progress = DocumentProgress(document)
         try:
-            parse_stage(version, progress)
-            if _past(deadline):
+            if parse_stage(version, progress) and _past(deadline):
                 return
-            chunk_stage(version, bot, progress)
-            if _past(deadline):
+            if chunk_stage(version, bot, progress) and _past(deadline):
                 return
         except parsers.ParseError as exc:
             document.fail(str(exc))
@@ -587,10 +585,13 @@ def _held_locks(namespace: int) -> set[int]:
         return {key for (key,) in cursor.fetchall()}
 
 
-def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> None:
-    """Store the version's pages; raises ParseError for files that can't be read."""
+def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> bool:
+    """Store the version's pages; raises ParseError for files that can't be read.
+
+    False if there was nothing to do (the pages were stored by an earlier run).
+    """
     if version.page_count is not None:
-        return
+        return False
     path = Path(version.file.path)
     filename = version.document.filename
     pages_total = parsers.page_count(path)
@@ -628,18 +629,22 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> None:
             pages = f"{_plural('page', len(empty_pages))} {parsers.describe_page_ranges(empty_pages)}"
             version.document.notes = f"No extractable text on {pages} (scanned images?); the rest is indexed."
             version.document.save(update_fields=["notes"])
+    return True
 
 
 def _plural(word: str, count: int) -> str:
     return word if count == 1 else word + "s"
 
 
-def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> None:
-    """Turn the version's pages into inactive, not yet embedded chunks for the bot's index version."""
+def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bool:
+    """Turn the version's pages into inactive, not yet embedded chunks for the bot's index version.
+
+    False if there was nothing to do (an earlier run wrote them).
+    """
     index_version = bot.index_version
     already_chunked = Chunk.objects.filter(version=version, index_version=index_version).exists()
     if version.chunked_index_version == index_version and already_chunked:
-        return  # a resumed run: the chunks are written (an activated-then-replaced version has none left)
+        return False  # a resumed run: the chunks are written (an activated-then-replaced version has none left)
     progress.chunking()
     from retrieval.services import embedder, embedding_model_for
 
@@ -681,6 +686,7 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> No
             raise parsers.ParseError("The file contains no text to index.")
         version.chunked_index_version = index_version
         version.save(update_fields=["chunked_index_version"])
+    return True
 
 
 def _too_many_passages(version: DocumentVersion, limit: int, chars_chunked: int, overlap_share: float) -> str:
@@ -703,7 +709,8 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadl
     """Embed the version's chunks that have no embedding yet, one batch at a time.
 
     True once every chunk has its embedding; False if it stopped at `deadline` (a
-    time.monotonic() value, checked after each batch) with chunks left.
+    time.monotonic() value, checked after each batch, so a call embeds at least one) with
+    chunks left.
     """
     from retrieval.services import embed_texts, embedding_model_for
 
@@ -714,11 +721,12 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadl
     progress.embedding(total, done)
     batch_size = settings.DOCENT_EMBEDDING_BATCH_SIZE * 4
     to_db = VectorField().get_prep_value
+    batches_done = 0
     while True:
         batch = list(pending.filter(embedding__isnull=True).order_by("ordinal").values_list("id", "text")[:batch_size])
         if not batch:
             return True
-        if _past(deadline):
+        if batches_done and _past(deadline):
             return False
         vectors = embed_texts([text for _, text in batch], model)
         with connection.cursor() as cursor:
@@ -730,6 +738,7 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadl
                 ],
             )
         done += len(batch)
+        batches_done += 1
         progress.embedded(done)
 
 
@@ -842,8 +851,10 @@ def sweep_stuck_documents() -> int:
     its lock, its row hasn't moved for DOCENT_STALE_SECONDS, and no message for it waits
     in the broker: either none was recorded (pending_version), or the one recorded is
     presumed lost because the broker's ingest queue is empty (broker restarted, or the
-    worker that took it died before it could start). Bots are re-indexed on the same
-    terms. Re-queueing is safe: ingestion is idempotent. Returns how many tasks were queued.
+    worker that took it died before it could start). A bot's re-indexing is re-queued
+    when no worker holds its lock and its documents haven't moved for as long, at most
+    once per DOCENT_STALE_SECONDS. Re-queueing is safe: ingestion is idempotent.
+    Returns how many tasks were queued.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.DOCENT_STALE_SECONDS)
     queue_empty: bool | None = None  # asked of the broker only when it matters
@@ -873,10 +884,12 @@ def sweep_stuck_documents() -> int:
         .values_list("bot_id", flat=True)
         .distinct()
     )
-    # No row records a waiting re-index message, so one is presumed lost only when the queue is empty.
     for bot_id in stalled_bots:
-        if not ingest_queue_empty():
-            break
+        # No row records a waiting re-index message (the bot row isn't ours to add to), so
+        # touch the documents to wait a full period before presuming this one lost too.
+        Document.objects.filter(bot_id=bot_id, status=Document.Status.READY, updated_at__lt=cutoff).update(
+            updated_at=timezone.now()
+        )
         enqueue_reindex(bot_id)
         count += 1
     if count:

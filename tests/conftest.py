@@ -164,6 +164,8 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         # Short enough that the sweeper rescues a killed worker's document within a test.
         "DOCENT_STALE_SECONDS": "8",
         "DOCENT_SWEEP_SECONDS": "2",
+        # A turn per stage or embedding batch, so tests of fair turns need no huge files.
+        "DOCENT_INGEST_SLICE_SECONDS": "0",
     }
     worker = Worker(env, tmp_path_factory.mktemp("worker"))
     worker.start()

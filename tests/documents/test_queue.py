@@ -54,7 +54,7 @@ def worker_log_size(celery_worker) -> int:
 @pytest.mark.django_db(transaction=True)
 def test_a_small_file_dropped_while_a_huge_one_embeds_is_ready_first(celery_worker, owner_api, bot):
     small_passages(bot)
-    (huge,) = upload(owner_api, bot.id, "huge.txt", long_text(20_000)).json()  # ~400 passages, 4 batches
+    (huge,) = upload(owner_api, bot.id, "huge.txt", long_text(40_000)).json()  # ~800 passages, 7 batches
 
     def embedding_underway():
         document = Document.objects.get(pk=huge["id"])
