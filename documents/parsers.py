@@ -593,16 +593,21 @@ def html_to_text(markup: str) -> str:
     tree = _html_tree(markup)
     if tree is None:
         return ""
+    elements = sum(1 for _ in tree.iter())
     _drop_non_content(tree)
     whole_page, depth = _render_blocks(_content_root(tree))
     # trafilatura's parser stops at 255 nested elements (old pages with unclosed <font> tags
     # get there) and would return a truncated page; ours is told to read such trees whole.
-    if len(whole_page) < SMALL_PAGE_CHARS or depth >= _PARSER_DEPTH_LIMIT:
+    # Some of its steps are quadratic (40,000 adjacent <i> tags, a 300 kB page: 15 s and
+    # 900 MB), so very large pages are read whole too.
+    if len(whole_page) < SMALL_PAGE_CHARS or depth >= _PARSER_DEPTH_LIMIT or elements > BOILERPLATE_MAX_ELEMENTS:
         return whole_page
     return _main_content(markup) or whole_page
 
 
 _PARSER_DEPTH_LIMIT = 255
+# The largest real page we test on (Wikipedia) has 9,900 elements.
+BOILERPLATE_MAX_ELEMENTS = 20_000
 
 
 def _html_tree(markup: str):
@@ -901,6 +906,11 @@ def normalize_whitespace(text: str) -> str:
 # --- CSV -------------------------------------------------------------------------------
 
 _CSV_DELIMITERS = ",;\t|"
+# Every value is written with its column's name, so a wide file with long names and short
+# values grows ~50 times (a 5 MB file: 200 million characters, 450 MB of memory). This is
+# more text than the default passage budget per document (DOCENT_MAX_CHUNKS_PER_DOCUMENT)
+# holds even at 512-token passages, so nothing indexable is lost.
+MAX_CSV_TEXT_CHARS = 50_000_000
 
 
 def csv_text(text: str, tab_separated: bool = False) -> str:
@@ -916,6 +926,7 @@ def csv_text(text: str, tab_separated: bool = False) -> str:
             raise ParseError("The file is empty.")
         names = [" ".join(name.split()) or f"column {index + 1}" for index, name in enumerate(header)]
         rows = []
+        length = 0
         for row in reader:
             pairs = [
                 f"{name or f'column {index + 1}'}: {' '.join(value.split())}"
@@ -924,6 +935,13 @@ def csv_text(text: str, tab_separated: bool = False) -> str:
             ]
             if pairs:
                 rows.append("; ".join(pairs))
+                length += len(rows[-1])
+            if length > MAX_CSV_TEXT_CHARS:
+                raise ParseError(
+                    f"With each value labelled by its column name, this CSV file makes more than "
+                    f"{MAX_CSV_TEXT_CHARS // 1_000_000:,} million characters of text, more than Docent indexes from "
+                    "one file. Split it into smaller files (fewer rows or columns) and upload them."
+                )
     except csv.Error as exc:
         raise ParseError(_csv_problem(exc, text, reader.start)) from exc
     if not rows:

@@ -255,6 +255,31 @@ def test_a_quote_that_is_never_closed_is_still_named_as_such(tmp_path: Path):
     )
 
 
+def test_a_wide_csv_that_grows_fifty_times_when_labelled_is_refused_early(tmp_path: Path):
+    # 2,000 columns with 100-character names, one-letter values: 1.2 MB that would make 60 million characters.
+    names = ",".join(f"{'how satisfied are you with ' * 4}item {number:04}" for number in range(2000))
+    path = tmp_path / "survey.csv"
+    path.write_text(names + "\n" + "\n".join([",".join("x" * 2000)] * 280) + "\n")
+    assert path.stat().st_size < 2 * MB
+    assert refusal(path) == (
+        "With each value labelled by its column name, this CSV file makes more than 50 million characters of text, "
+        "more than Docent indexes from one file. Split it into smaller files (fewer rows or columns) and upload them."
+    )
+
+
+# --- Web pages ------------------------------------------------------------------------
+
+
+def test_a_web_page_of_many_tiny_elements_is_read_whole_and_quickly(tmp_path: Path):
+    # Boilerplate detection merges adjacent <i> tags in quadratic time and memory: 15 s and 900 MB for this page.
+    path = tmp_path / "italics.html"
+    path.write_text("<!doctype html><html><body><p>" + "<i>a</i>" * 40_000 + "</p></body></html>")
+    started = time.monotonic()
+    (page,) = list(parsers.parse(path, path.name))
+    assert time.monotonic() - started < 5
+    assert page.text == "a" * 40_000
+
+
 # --- The real pipeline ------------------------------------------------------------------
 
 
