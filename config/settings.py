@@ -241,6 +241,10 @@ DOCENT_EMBEDDING_BATCH_SIZE = env_int("DOCENT_EMBEDDING_BATCH_SIZE", 32)
 DOCENT_OTEL_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
 DOCENT_HNSW_EF_SEARCH = env_int("DOCENT_HNSW_EF_SEARCH", 100)
 DOCENT_MAX_PAGES = env_int("DOCENT_MAX_PAGES", 5000)
+# A .docx is a ZIP: what it may unpack to, checked before any part is inflated (zip bombs).
+DOCENT_MAX_UNZIPPED_MB = env_int("DOCENT_MAX_UNZIPPED_MB", 200)
+DOCENT_MAX_ZIP_PARTS = env_int("DOCENT_MAX_ZIP_PARTS", 10_000)
+DOCENT_MAX_ZIP_RATIO = env_int("DOCENT_MAX_ZIP_RATIO", 100)
 DOCENT_MAX_DOCUMENTS_PER_BOT = env_int("DOCENT_MAX_DOCUMENTS_PER_BOT", 5000)
 # Files in one upload request (people drop whole folders). Every uploaded file is streamed
 # to a temporary file under DOCENT_DATA_DIR (documents/uploads.py), never held in memory;

@@ -606,7 +606,7 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> bool:
     empty_pages: list[int] = []
     stored = 0
     try:
-        for page in parsers.parse(path, filename):
+        for page in parsers.parse(path, filename, parsers.ZipLimits.from_settings(settings)):
             batch.append(Page(version=version, number=page.number, text=page.text))
             if not page.text.strip():
                 empty_pages.append(page.number)
