@@ -155,6 +155,13 @@ def test_a_word_document_with_too_many_parts_is_refused(tmp_path: Path):
     )
 
 
+def test_the_zip_limits_come_from_settings(settings):
+    settings.DOCENT_MAX_UNZIPPED_MB, settings.DOCENT_MAX_ZIP_PARTS, settings.DOCENT_MAX_ZIP_RATIO = 5, 60, 30
+    assert parsers.ZipLimits.from_settings(settings) == parsers.ZipLimits(
+        max_unzipped_bytes=5 * MB, max_parts=60, max_ratio=30
+    )
+
+
 def zip_listing(path: Path, entries: int, declared: int) -> Path:
     """A ZIP whose table of contents lists `entries` empty parts and whose end record claims `declared`.
 
