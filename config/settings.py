@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "bots",
     "documents",
     "retrieval",
+    "evaluation",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,160 @@
+"""Test sets of a bot, evaluation runs against one of its config versions, and each case's result."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class TestSet(models.Model):
+    """Questions a bot should answer (or refuse), with the documents that hold each answer."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="test_sets")
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    is_default = models.BooleanField(default=False, help_text="The set run after every settings change.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["bot", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["bot", "name"], name="unique_test_set_name"),
+            models.UniqueConstraint(
+                fields=["bot"], condition=models.Q(is_default=True), name="one_default_test_set_per_bot"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TestCase(models.Model):
+    """One question; answerable ones name the documents (optionally pages) that answer it."""
+
+    __test__ = False
+
+    class Generator(models.TextChoices):
+        TYPED = "typed"
+        CSV = "csv"
+        JSONL = "jsonl"
+        BEIR = "beir"
+        FEEDBACK = "feedback"
+        RULE_BASED = "rule-based"
+        LLM = "llm"
+
+    test_set = models.ForeignKey(TestSet, on_delete=models.CASCADE, related_name="cases")
+    question = models.TextField()
+    expected_documents = models.ManyToManyField("documents.Document", blank=True, related_name="+")
+    # {document id (str): grade}; grades above 1 come from graded qrels (BEIR). Empty means grade 1 each.
+    grades = models.JSONField(default=dict, blank=True)
+    pages = models.JSONField(default=list, blank=True, help_text="Optional expected page numbers.")
+    reference_answer = models.TextField(blank=True)
+    answerable = models.BooleanField(default=True)
+    generator = models.CharField(max_length=20, choices=Generator.choices, default=Generator.TYPED)
+    external_id = models.CharField(max_length=200, blank=True, help_text="The query id of an imported set.")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["test_set", "position", "id"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class EvaluationRun(models.Model):
+    """A test set run against a bot at one config version.
+
+    Status moves queued → running → done, or to failed from queued or running.
+    The transitions are start(), advance(), finish() and fail(); each saves at once,
+    so the page sees progress and a crash leaves the last state behind.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    FINAL_STATUSES = {Status.DONE, Status.FAILED}
+
+    test_set = models.ForeignKey(TestSet, on_delete=models.CASCADE, related_name="runs")
+    bot = models.ForeignKey("bots.Bot", on_delete=models.CASCADE, related_name="evaluation_runs")
+    config_version = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    cases_total = models.PositiveIntegerField(default=0)
+    cases_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.test_set} on {self.bot} v{self.config_version} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.Status.DONE:
+            return 1.0
+        return round(self.cases_done / self.cases_total, 4) if self.cases_total else 0.0
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def start(self, cases_total: int) -> None:
+        self._require({self.Status.QUEUED}, "start")
+        self.status, self.cases_total, self.cases_done = self.Status.RUNNING, cases_total, 0
+        self.started_at = timezone.now()
+        self.save(update_fields=["status", "cases_total", "cases_done", "started_at"])
+
+    def advance(self) -> None:
+        self._require({self.Status.RUNNING}, "record a case of")
+        self.cases_done += 1
+        self.save(update_fields=["cases_done"])
+
+    def finish(self, metrics: dict) -> None:
+        self._require({self.Status.RUNNING}, "finish")
+        self.status, self.metrics, self.finished_at = self.Status.DONE, metrics, timezone.now()
+        self.save(update_fields=["status", "metrics", "finished_at"])
+
+    def fail(self, reason: str) -> None:
+        self._require({self.Status.QUEUED, self.Status.RUNNING}, "fail")
+        self.status, self.error, self.finished_at = self.Status.FAILED, reason, timezone.now()
+        self.save(update_fields=["status", "error", "finished_at"])
+
+    def _require(self, allowed: set, action: str) -> None:
+        if self.status not in allowed:
+            raise ValueError(f"Cannot {action} an evaluation run that is {self.status}.")
+
+
+class CaseResult(models.Model):
+    """What the bot did with one case in one run."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="results")
+    case = models.ForeignKey(TestCase, on_delete=models.CASCADE, related_name="results")
+    retrieved_chunks = models.JSONField(default=list, help_text="Chunk ids, best first.")
+    retrieved_documents = models.JSONField(default=list, help_text="The document id of each retrieved chunk.")
+    first_relevant_rank = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Rank of the first expected document among the distinct retrieved ones."
+    )
+    answer = models.TextField(blank=True)
+    # [{"n", "chunk_id", "document_id", "page"}, ...]
+    citations = models.JSONField(default=list, blank=True)
+    refused = models.BooleanField(default=False)
+    timings_ms = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="This case's retrieval metrics.")
+
+    class Meta:
+        ordering = ["run", "case__position", "case_id"]
+        constraints = [models.UniqueConstraint(fields=["run", "case"], name="one_result_per_case_and_run")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.case}"

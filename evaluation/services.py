@@ -1,0 +1,563 @@
+"""Evaluation's public entry points: test sets, their imports, runs, and comparisons.
+
+The application layer calls only these functions. A run asks the bot every question
+of a test set through retrieval.services (search for the ranking, answer for the
+answer), stores what happened per case, and ends with the metrics of
+evaluation.metrics. Every bad input raises ValueError with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import IntegrityError, transaction
+
+from documents import services as documents
+from documents.models import Document
+from evaluation import metrics as measures
+from evaluation.models import CaseResult, EvaluationRun, TestCase, TestSet
+from retrieval import services as retrieval
+
+logger = logging.getLogger(__name__)
+
+MAX_CASES = 10_000
+# Search depth per case: recall@100 needs a hundred candidates (fusion may return fewer).
+SEARCH_DEPTH = 100
+TRUE_WORDS = {"", "1", "true", "yes", "y"}
+FALSE_WORDS = {"0", "false", "no", "n"}
+
+
+@dataclass
+class CaseDraft:
+    """A case before it is stored: expected documents by file name (grades only from BEIR qrels)."""
+
+    question: str
+    expected_documents: list[str] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+    reference_answer: str = ""
+    answerable: bool = True
+    grades: dict[str, int] = field(default_factory=dict)
+    external_id: str = ""
+
+
+# --- Test sets -------------------------------------------------------------------------
+
+
+def test_sets_of_bots(bots):
+    return TestSet.objects.filter(bot__in=bots)
+
+
+def runs_of_bots(bots):
+    return EvaluationRun.objects.filter(bot__in=bots)
+
+
+def create_test_set(
+    bot,
+    name: str,
+    cases: Iterable[CaseDraft | Mapping],
+    *,
+    created_by=None,
+    generator: str = TestCase.Generator.TYPED,
+    is_default: bool = False,
+) -> TestSet:
+    """A test set of `cases` (CaseDrafts or dicts with the same keys) for `bot`, all or nothing.
+
+    Expected documents are named by file name and must be documents of the bot.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("A test set needs a name.")
+    drafts = [_draft(case, number) for number, case in enumerate(cases, start=1)]
+    if not drafts:
+        raise ValueError("A test set needs at least one case.")
+    if len(drafts) > MAX_CASES:
+        raise ValueError(f"A test set holds at most {MAX_CASES} cases; this one has {len(drafts)}.")
+    if generator not in TestCase.Generator.values:
+        raise ValueError(f"Unknown case generator {generator!r}.")
+    names = {name for draft in drafts for name in draft.expected_documents}
+    by_name = dict(Document.objects.filter(bot=bot, filename__in=names).values_list("filename", "id"))
+    for number, draft in enumerate(drafts, start=1):
+        missing = [name for name in draft.expected_documents if name not in by_name]
+        if missing:
+            raise ValueError(f"Case {number}: this bot has no document named {', '.join(map(repr, missing))}.")
+    try:
+        with transaction.atomic():
+            if is_default:
+                TestSet.objects.filter(bot=bot, is_default=True).update(is_default=False)
+            test_set = TestSet.objects.create(bot=bot, name=name, created_by=created_by, is_default=is_default)
+            stored = TestCase.objects.bulk_create(
+                [
+                    TestCase(
+                        test_set=test_set,
+                        question=draft.question,
+                        pages=draft.pages,
+                        reference_answer=draft.reference_answer,
+                        answerable=draft.answerable,
+                        generator=generator,
+                        external_id=draft.external_id,
+                        position=position,
+                        grades={str(by_name[name]): grade for name, grade in draft.grades.items()},
+                    )
+                    for position, draft in enumerate(drafts)
+                ]
+            )
+            links = TestCase.expected_documents.through
+            links.objects.bulk_create(
+                [
+                    links(testcase_id=case.id, document_id=by_name[name])
+                    for case, draft in zip(stored, drafts, strict=True)
+                    for name in dict.fromkeys(draft.expected_documents)
+                ]
+            )
+    except IntegrityError as exc:
+        raise ValueError(f"This bot already has a test set named {name!r}.") from exc
+    return test_set
+
+
+def _draft(case: CaseDraft | Mapping, number: int) -> CaseDraft:
+    if isinstance(case, Mapping):
+        unknown = set(case) - {"question", "expected_documents", "pages", "reference_answer", "answerable"}
+        if unknown:
+            raise ValueError(f"Case {number}: unknown field(s) {', '.join(sorted(unknown))}.")
+        case = CaseDraft(
+            question=_text(case.get("question"), number, "question"),
+            expected_documents=_names(case.get("expected_documents"), number),
+            pages=_pages(case.get("pages"), number),
+            reference_answer=_text(case.get("reference_answer"), number, "reference_answer"),
+            answerable=_answerable(case.get("answerable"), number),
+        )
+    case.question = case.question.strip()
+    if not case.question:
+        raise ValueError(f"Case {number} has no question.")
+    if case.answerable and not case.expected_documents:
+        raise ValueError(f"Case {number} is answerable but names no expected document.")
+    if not case.answerable and case.expected_documents:
+        raise ValueError(f"Case {number} is unanswerable, so it cannot expect documents.")
+    return case
+
+
+def _text(value, number: int, key: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"Case {number}: {key} must be text.")
+    return value.strip()
+
+
+def _names(value, number: int) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = value.split(";")
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"Case {number}: expected_documents must be a list of file names.")
+    return [documents.clean_filename(name.strip()) for name in value if name.strip()]
+
+
+def _pages(value, number: int) -> list[int]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(";") if part.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    try:
+        pages = [int(page) for page in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"Case {number}: pages must be page numbers (separated by ';' in CSV).") from None
+    if any(page < 1 for page in pages):
+        raise ValueError(f"Case {number}: page numbers start at 1.")
+    return pages
+
+
+def _answerable(value, number: int) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = "" if value is None else str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"Case {number}: answerable must be yes or no, not {value!r}.")
+
+
+# --- Imports ---------------------------------------------------------------------------
+
+
+def import_test_set(bot, filename: str, data: bytes, *, name: str = "", created_by=None) -> TestSet:
+    """A test set from an uploaded file: CSV, JSONL, or a BEIR zip (which also adds its corpus).
+
+    The kind is told by the file's extension; the set is named after the file unless `name` is given.
+    """
+    suffix = PurePosixPath(filename or "").suffix.lower()
+    name = name.strip() or PurePosixPath(filename or "imported").stem or "imported"
+    if suffix == ".csv":
+        return create_test_set(bot, name, parse_csv(data), created_by=created_by, generator="csv")
+    if suffix in {".jsonl", ".ndjson"}:
+        return create_test_set(bot, name, parse_jsonl(data), created_by=created_by, generator="jsonl")
+    if suffix == ".zip":
+        return import_beir(bot, _beir_from_zip(data), name=name, created_by=created_by)
+    raise ValueError("Import a .csv, .jsonl or BEIR .zip file.")
+
+
+def _decode(data: bytes, kind: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"The {kind} file is not UTF-8 text.") from None
+
+
+def parse_csv(data: bytes) -> list[dict]:
+    """Cases from CSV with a header row.
+
+    Columns: question, expected_documents (';'-separated names), pages, reference_answer, answerable.
+    """
+    reader = csv.DictReader(io.StringIO(_decode(data, "CSV")))
+    columns = {column.strip() for column in reader.fieldnames or [] if column}
+    if "question" not in columns:
+        raise ValueError("The CSV needs a header row with at least a 'question' column.")
+    allowed = {"question", "expected_documents", "pages", "reference_answer", "answerable"}
+    if columns - allowed:
+        raise ValueError(f"Unknown CSV column(s): {', '.join(sorted(columns - allowed))}.")
+    rows = []
+    try:
+        for row in reader:
+            if None in row:
+                raise ValueError(f"CSV line {reader.line_num} has more fields than the header.")
+            row = {key.strip(): (value or "") for key, value in row.items() if key}
+            if any(value.strip() for value in row.values()):
+                rows.append(row)
+    except csv.Error as exc:
+        raise ValueError(f"The CSV could not be read at line {reader.line_num}: {exc}.") from None
+    return rows
+
+
+def parse_jsonl(data: bytes) -> list[dict]:
+    """Cases from JSON lines, one object per line with the keys of a typed case."""
+    cases = []
+    for number, line in enumerate(_decode(data, "JSONL").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            case = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"JSONL line {number} is not valid JSON: {exc.msg}.") from None
+        if not isinstance(case, dict):
+            raise ValueError(f"JSONL line {number} must be a JSON object.")
+        cases.append(case)
+    return cases
+
+
+@dataclass
+class BeirSet:
+    corpus: dict[str, str]  # _id → title and text
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]  # query id → corpus id → grade
+
+
+def read_beir_folder(folder: str | Path, split: str = "test") -> BeirSet:
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder.name} is not a folder.")
+    files = {path.relative_to(folder).as_posix(): path for path in folder.rglob("*") if path.is_file()}
+    return _parse_beir({name: lambda path=path: path.read_bytes() for name, path in files.items()}, split)
+
+
+def _beir_from_zip(data: bytes, split: str = "test") -> BeirSet:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError):
+        raise ValueError("The file is not a readable zip archive.") from None
+    limit = settings.DOCENT_MAX_UPLOAD_MB * 1024 * 1024 * 20
+    if sum(info.file_size for info in archive.infolist()) > limit:
+        raise ValueError("The BEIR zip unpacks to more than Docent reads at once.")
+    return _parse_beir({name: lambda name=name: archive.read(name) for name in names}, split)
+
+
+def _parse_beir(files: dict, split: str) -> BeirSet:
+    """BEIR from {relative path: reader}; the files may sit in one top folder (as BEIR's zips do)."""
+
+    def find(suffix: str) -> str | None:
+        matches = sorted((name for name in files if name == suffix or name.endswith("/" + suffix)), key=len)
+        return matches[0] if matches else None
+
+    corpus_name, queries_name = find("corpus.jsonl"), find("queries.jsonl")
+    qrels_names = sorted(name for name in files if "qrels/" in name and name.endswith(".tsv"))
+    if not corpus_name or not queries_name or not qrels_names:
+        raise ValueError("A BEIR set needs corpus.jsonl, queries.jsonl and qrels/*.tsv.")
+    qrels_name = next((name for name in qrels_names if name.endswith(f"qrels/{split}.tsv")), qrels_names[0])
+
+    corpus = {}
+    for number, entry in enumerate(_jsonl_objects(files[corpus_name](), "corpus.jsonl"), start=1):
+        if not isinstance(entry.get("_id"), str | int) or not isinstance(entry.get("text", ""), str):
+            raise ValueError(f"corpus.jsonl line {number} needs an _id and a text.")
+        text = "\n\n".join(part for part in (entry.get("title") or "", entry.get("text") or "") if part.strip())
+        if text.strip():
+            corpus[str(entry["_id"])] = text
+    queries = {}
+    for number, entry in enumerate(_jsonl_objects(files[queries_name](), "queries.jsonl"), start=1):
+        if not isinstance(entry.get("_id"), str | int) or not isinstance(entry.get("text"), str):
+            raise ValueError(f"queries.jsonl line {number} needs an _id and a text.")
+        queries[str(entry["_id"])] = entry["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    lines = _decode(files[qrels_name](), "qrels").splitlines()
+    for number, line in enumerate(lines, start=1):
+        parts = line.strip().split("\t")
+        if not line.strip() or (number == 1 and not parts[-1].lstrip("-").isdigit()):
+            continue  # blank, or the header (query-id, corpus-id, score)
+        if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
+            raise ValueError(f"{PurePosixPath(qrels_name).name} line {number} must be query-id, corpus-id, score.")
+        query_id, corpus_id, grade = parts[0], parts[1], int(parts[2])
+        if grade > 0 and query_id in queries and corpus_id in corpus:
+            qrels.setdefault(query_id, {})[corpus_id] = grade
+    if not corpus:
+        raise ValueError("corpus.jsonl has no entry with text.")
+    if not qrels:
+        raise ValueError("No qrels line joins a query to a corpus entry.")
+    return BeirSet(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def _jsonl_objects(data: bytes, kind: str):
+    for number, line in enumerate(_decode(data, kind).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{kind} line {number} is not valid JSON.") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{kind} line {number} must be a JSON object.")
+        yield entry
+
+
+def beir_filename(corpus_id: str) -> str:
+    return documents.clean_filename(f"{corpus_id}.txt")
+
+
+def import_beir(bot, beir: BeirSet, *, name: str, created_by=None, enqueue: bool = True) -> TestSet:
+    """Add a BEIR corpus to `bot` (one text document `<_id>.txt` per entry) and its judged queries as cases.
+
+    Only queries with a relevant corpus entry become cases; their qrels grades are kept for nDCG.
+    Entries already in the bot with the same text are left as they are.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("A test set needs a name.")
+    if TestSet.objects.filter(bot=bot, name=name).exists():
+        raise ValueError(f"This bot already has a test set named {name!r}.")
+    uploads = [
+        SimpleUploadedFile(beir_filename(corpus_id), text.encode(), content_type="text/plain")
+        for corpus_id, text in beir.corpus.items()
+    ]
+    batch = settings.DOCENT_MAX_FILES_PER_UPLOAD
+    for start in range(0, len(uploads), batch):
+        try:
+            results = documents.add_documents(bot, uploads[start : start + batch], enqueue=enqueue)
+        except documents.UploadRefused as exc:
+            raise ValueError(f"The BEIR corpus could not be added: {exc}") from exc
+        refused = [result for result in results if isinstance(result, documents.Refused)]
+        if refused:
+            raise ValueError(f"The BEIR corpus could not be added: {refused[0].message}")
+    cases = [
+        CaseDraft(
+            question=beir.queries[query_id],
+            expected_documents=[beir_filename(corpus_id) for corpus_id in judged],
+            grades={beir_filename(corpus_id): grade for corpus_id, grade in judged.items()},
+            external_id=query_id,
+        )
+        for query_id, judged in beir.qrels.items()
+    ]
+    return create_test_set(bot, name, cases, created_by=created_by, generator=TestCase.Generator.BEIR)
+
+
+# --- Runs ------------------------------------------------------------------------------
+
+
+def start_run(test_set: TestSet, started_by=None) -> EvaluationRun:
+    """Queue a run of `test_set` against its bot's current config version (on the `default` queue)."""
+    from evaluation.tasks import run_evaluation
+
+    if not test_set.cases.exists():
+        raise ValueError("This test set has no cases to run.")
+    with transaction.atomic():
+        run = EvaluationRun.objects.create(
+            test_set=test_set,
+            bot=test_set.bot,
+            config_version=test_set.bot.config_version,
+            cases_total=test_set.cases.count(),
+            started_by=started_by,
+        )
+        transaction.on_commit(lambda: run_evaluation.apply_async((run.id,), queue="default"))
+    return run
+
+
+def execute_run(run_id: int) -> None:
+    """Ask every case's question, store a CaseResult each, then the run's metrics.
+
+    A redelivered task (the worker died mid-run) goes on from the cases without a result.
+    A run already final is left alone. Any error ends the run failed, with the reason.
+    """
+    run = EvaluationRun.objects.select_related("bot", "test_set").filter(pk=run_id).first()
+    if run is None or run.is_final:
+        return
+    try:
+        cases = list(run.test_set.cases.prefetch_related("expected_documents"))
+        if run.status == EvaluationRun.Status.QUEUED:
+            run.config_version = run.bot.config_version
+            run.save(update_fields=["config_version"])
+            run.start(len(cases))
+        done = set(run.results.values_list("case_id", flat=True))
+        for case in cases:
+            if case.id not in done:
+                _run_case(run, case)
+                run.advance()
+        run.finish(run_metrics(run))
+    except Exception as exc:
+        logger.exception("Evaluation run %s failed", run_id)
+        run.refresh_from_db()
+        if not run.is_final:
+            run.fail(f"The run stopped: {exc}")
+
+
+def _relevant(case: TestCase) -> dict[int, int]:
+    if not case.answerable:
+        return {}
+    grades = {int(document_id): grade for document_id, grade in case.grades.items()}
+    return {document.id: grades.get(document.id, 1) for document in case.expected_documents.all()}
+
+
+def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
+    started = time.perf_counter()
+    found = retrieval.search(run.bot, case.question, k=max(SEARCH_DEPTH, run.bot.top_k))
+    search_ms = round((time.perf_counter() - started) * 1000, 2)
+    answer, trace = retrieval.answer(run.bot, case.question)
+    ranked = [chunk.document_id for chunk in found.chunks]
+    relevant = _relevant(case)
+    per_case = measures.retrieval_per_case([measures.RetrievalCase(case.id, ranked, relevant)])
+    return CaseResult.objects.create(
+        run=run,
+        case=case,
+        retrieved_chunks=[chunk.chunk_id for chunk in found.chunks],
+        retrieved_documents=ranked,
+        first_relevant_rank=measures.first_relevant_rank(ranked, relevant),
+        answer=answer.text,
+        citations=[
+            {"n": c.n, "chunk_id": c.chunk.chunk_id, "document_id": c.chunk.document_id, "page": c.chunk.page}
+            for c in answer.citations
+        ],
+        refused=answer.refused,
+        timings_ms={"search": search_ms, "answer": trace.timings_ms.get("total")},
+        metrics=per_case.get(case.id, {}),
+    )
+
+
+def run_metrics(run: EvaluationRun) -> dict:
+    """The run's metrics from its stored results (retrieval over answerable cases; see evaluation.metrics)."""
+    results = list(run.results.select_related("case").prefetch_related("case__expected_documents"))
+    retrieval_cases, answer_cases = [], []
+    for result in results:
+        relevant = _relevant(result.case)
+        retrieval_cases.append(measures.RetrievalCase(result.case_id, result.retrieved_documents, relevant))
+        answer_cases.append(
+            measures.AnswerCase(
+                answerable=result.case.answerable,
+                refused=result.refused,
+                cited_documents=[citation["document_id"] for citation in result.citations],
+                expected_documents=frozenset(relevant),
+            )
+        )
+    return {
+        **measures.retrieval_metrics(retrieval_cases),
+        **measures.answer_metrics(answer_cases),
+        "cases": len(results),
+        "retrieval_cases": sum(case.has_relevant for case in retrieval_cases),
+    }
+
+
+# --- Comparisons -----------------------------------------------------------------------
+
+
+def config_snapshot(bot, number: int) -> dict:
+    """The bot's settings as saved in config version `number` (empty if that version was not recorded)."""
+    version = bot.config_versions.filter(number=number).first()
+    return dict(version.snapshot) if version else {}
+
+
+def config_diff(bot, before: int, after: int) -> dict[str, list]:
+    """{setting: [value at `before`, value at `after`]} for each setting that differs."""
+    old, new = config_snapshot(bot, before), config_snapshot(bot, after)
+    keys = sorted(old.keys() | new.keys())
+    return {key: [old.get(key), new.get(key)] for key in keys if old.get(key) != new.get(key)}
+
+
+def compare_runs(a: EvaluationRun, b: EvaluationRun) -> dict:
+    """How run `b` differs from run `a`: metric deltas (b − a), config diff, and the cases that changed.
+
+    A case improved when its first relevant document moved up (or was found at all) or
+    its refusal became right; it regressed when either went the other way.
+    """
+    if a.test_set_id != b.test_set_id:
+        raise ValueError("Only runs of the same test set can be compared.")
+    if a.status != EvaluationRun.Status.DONE or b.status != EvaluationRun.Status.DONE:
+        raise ValueError("Both runs must be done before they can be compared.")
+    names = [*measures.RETRIEVAL_MEASURES, *measures.ANSWER_METRICS]
+    deltas = measures.metric_deltas(
+        {name: a.metrics.get(name) for name in names}, {name: b.metrics.get(name) for name in names}
+    )
+    before = {result.case_id: result for result in a.results.all()}
+    improved, regressed = [], []
+    for result in b.results.select_related("case"):
+        old = before.get(result.case_id)
+        if old is None:
+            continue
+        change = _case_change(result.case, old, result)
+        entry = {
+            "case_id": result.case_id,
+            "question": result.case.question,
+            "a": {"first_relevant_rank": old.first_relevant_rank, "refused": old.refused},
+            "b": {"first_relevant_rank": result.first_relevant_rank, "refused": result.refused},
+        }
+        if change < 0:
+            regressed.append(entry)
+        elif change > 0:
+            improved.append(entry)
+    return {
+        "a": a.id,
+        "b": b.id,
+        "metric_deltas": deltas,
+        "config_diff": config_diff(a.bot, a.config_version, b.config_version),
+        "improved": improved,
+        "regressed": regressed,
+    }
+
+
+def _case_change(case: TestCase, old: CaseResult, new: CaseResult) -> int:
+    """+1 better, -1 worse (any worse aspect wins, so a mixed change is looked at), 0 the same."""
+    signs = []
+    if case.answerable:
+        old_rank, new_rank = old.first_relevant_rank or 10**9, new.first_relevant_rank or 10**9
+        signs.append((old_rank > new_rank) - (old_rank < new_rank))
+    right_before, right_after = old.refused != case.answerable, new.refused != case.answerable
+    signs.append(int(right_after) - int(right_before))
+    if -1 in signs:
+        return -1
+    return 1 if 1 in signs else 0
+
+
+def fail_run(run_id: int, reason: str) -> None:
+    """End a run that is not final as failed (a task died outside execute_run's own handling)."""
+    run = EvaluationRun.objects.filter(pk=run_id).first()
+    if run is not None and not run.is_final:
+        run.fail(reason)

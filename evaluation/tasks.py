@@ -1,0 +1,16 @@
+"""Celery tasks for evaluation: thin, given ids only."""
+
+from celery import Task, shared_task
+
+from evaluation import services
+
+
+class EvaluationTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # A crash outside execute_run's own handling must not leave the run "running".
+        services.fail_run(args[0], "The evaluation stopped unexpectedly; it has been logged.")
+
+
+@shared_task(base=EvaluationTask, acks_late=True, reject_on_worker_lost=True)
+def run_evaluation(run_id: int) -> None:
+    services.execute_run(run_id)
