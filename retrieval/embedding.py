@@ -1,0 +1,60 @@
+"""Embedding models in use: which one a bot embeds with, loading it, encoding, and its vector index.
+
+The loaders live in retrieval.embedders (torch loads on first use, never at import);
+this module picks the registered model and talks to the database.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, get_embedder
+from retrieval.models import EmbeddingModel
+
+
+def default_embedding_model() -> EmbeddingModel:
+    """The installation's default model; the shipped one if none is marked (or the row was lost)."""
+    model = EmbeddingModel.objects.filter(is_default=True).first()
+    if model is None:
+        model, _ = EmbeddingModel.objects.get_or_create(
+            name="all-MiniLM-L6-v2",
+            defaults={"source": DEFAULT_MODEL_SOURCE, "dimensions": 384, "max_tokens": 256, "is_default": True},
+        )
+    return model
+
+
+def embedding_model_for(bot) -> EmbeddingModel:
+    """The model `bot` embeds with: its own choice, or the installation's default."""
+    return bot.embedding_model if bot.embedding_model_id else default_embedding_model()
+
+
+def embedder(model: EmbeddingModel | None = None) -> Embedder:
+    """The loaded model (default: the installation's default), once per process."""
+    return get_embedder((model or default_embedding_model()).source)
+
+
+def warm_up() -> None:
+    """Load the default embedding model ahead of the first request."""
+    embed_texts(["warm-up"])
+
+
+def embed_texts(texts: list[str], model: EmbeddingModel | None = None) -> np.ndarray:
+    return embedder(model).encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
+
+
+def ensure_vector_index(dimensions: int) -> None:
+    """Create the partial HNSW index for vectors of this many dimensions, if missing.
+
+    All embeddings share one untyped vector column; an index per dimension over
+    `embedding::vector(n)` lets models of different sizes coexist, each searched
+    through its own index (search() casts the same way so the planner uses it).
+    """
+    dimensions = int(dimensions)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dimensions} ON documents_chunk "
+            f"USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) "
+            f"WHERE dimensions = {dimensions} AND is_active"
+        )

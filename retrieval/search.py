@@ -1,0 +1,221 @@
+"""Hybrid search over a bot's chunks: vector, keyword and identifier queries, fused, optionally reranked.
+
+The vector query uses pgvector's HNSW index (cosine), the keyword queries Postgres
+full-text search; reciprocal-rank fusion merges the rankings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from django.conf import settings
+from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, VectorField
+
+from documents.models import Chunk
+from retrieval.answerers import ScoredChunk
+from retrieval.embedding import embed_texts, embedding_model_for
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.models import EmbeddingModel, Reranker
+
+logger = logging.getLogger(__name__)
+
+# How many candidates each of the two searches contributes before fusion.
+CANDIDATES_PER_SEARCH = 40
+# How many fused candidates a reranker re-scores.
+RERANK_CANDIDATES = 20
+
+
+@dataclass
+class SearchResult:
+    chunks: list[ScoredChunk]
+    query_vector: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings_ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings_ms[stage] = round((now - self._last) * 1000, 2)
+        self._last = now
+
+
+def active_chunks(bot, document_ids: list[int] | None = None):
+    """The chunks search may return for `bot`: its own, active ones only."""
+    chunks = Chunk.objects.filter(bot_id=bot.id, is_active=True)
+    if document_ids:
+        chunks = chunks.filter(document_id__in=document_ids)
+    return chunks
+
+
+def vector_search(chunks, model: EmbeddingModel, query_vector, limit: int, exact: bool = False) -> list[tuple]:
+    """(chunk id, cosine similarity) of the `limit` nearest chunks, best first.
+
+    Uses the model's partial HNSW index; `exact=True` scans instead (for measuring recall).
+    """
+    typed_embedding = Cast("embedding", VectorField(dimensions=model.dimensions))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # pgvector ≥ 0.8: keep scanning the index until enough rows pass the bot filter.
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        # A wider candidate list than pgvector's default 40: better recall for a millisecond or two.
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.DOCENT_HNSW_EF_SEARCH)}")
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        hits = list(
+            chunks.filter(dimensions=model.dimensions)
+            .annotate(distance=CosineDistance(typed_embedding, query_vector))
+            .order_by("distance")
+            .values_list("id", "distance")[:limit]
+        )
+    return [(chunk_id, 1.0 - float(distance)) for chunk_id, distance in hits]
+
+
+_SEARCH_SYNTAX = re.compile(r'"|\s-\w|^-\w|\bor\b', re.IGNORECASE)
+_QUERY_WORD = re.compile(r"\w[\w.\-]*\w|\w")
+# Postgres parses a web-search query recursively: tens of thousands of terms exceed its
+# stack depth ("stack depth limit exceeded"). Questions are capped well before this; the
+# cap here keeps any caller from reaching it. The API's search query is at most this long too.
+KEYWORD_QUERY_MAX_CHARS = 2000
+
+
+def keyword_query(query: str) -> str:
+    """A web-search query for Postgres: the words OR-ed, unless the user wrote search syntax.
+
+    A question is not a conjunction: "what does error E-4417 mean" should find the
+    passage with E-4417 even if it never says "error". Ranking still rewards
+    passages that match more of the words. Quotes, "or" and -exclusions are kept as written.
+    """
+    query = query[:KEYWORD_QUERY_MAX_CHARS]
+    if _SEARCH_SYNTAX.search(query):
+        return query
+    return " or ".join(_QUERY_WORD.findall(query))
+
+
+# Codes and identifiers: a word with a digit in it ("E-4417", "v2.3", "INV-2024-118").
+_TOKEN = re.compile(r"\w[\w.\-/]*\w")
+
+
+def identifiers_in(query: str) -> list[str]:
+    return [
+        token
+        for token in _TOKEN.findall(query[:KEYWORD_QUERY_MAX_CHARS])
+        if any(char.isdigit() for char in token) and not token.replace(".", "").isdigit()
+    ]
+
+
+def identifier_search(chunks, query: str, limit: int) -> list[tuple]:
+    """(chunk id, rank) of chunks containing every code/identifier of the query, best first.
+
+    Postgres ranks without inverse document frequency, so a rare code weighs no more
+    than "printer"; this list gives exact identifiers the weight BM25 would.
+    """
+    identifiers = identifiers_in(query)
+    if not identifiers:
+        return []
+    tsquery = SearchQuery(" ".join(f'"{token}"' for token in identifiers), search_type="websearch", config="english")
+    hits = (
+        chunks.filter(search_vector=tsquery)
+        .annotate(rank=SearchRank(F("search_vector"), tsquery))
+        .order_by("-rank", "id")
+        .values_list("id", "rank")[:limit]
+    )
+    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def keyword_search(chunks, query: str, limit: int) -> list[tuple]:
+    """(chunk id, rank) of full-text matches, best first; headings weigh more than body text."""
+    tsquery = SearchQuery(keyword_query(query), search_type="websearch", config="english")
+    hits = (
+        chunks.filter(search_vector=tsquery)
+        .annotate(rank=SearchRank(F("search_vector"), tsquery, normalization=32))
+        .order_by("-rank", "id")
+        .values_list("id", "rank")[:limit]
+    )
+    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -> SearchResult:
+    """The `k` best chunks of `bot` for `query`: vector and keyword search fused with RRF.
+
+    The bot's rrf_k and weights shape the fusion; with a reranker configured, the
+    fused candidates are re-scored by the CrossEncoder before the top `k` are kept.
+    """
+    watch = _Stopwatch()
+    model = embedding_model_for(bot)
+    query_vector = embed_texts([query], model)[0]
+    watch.lap("embed")
+
+    chunks = active_chunks(bot, document_ids)
+    vector_scores = dict(vector_search(chunks, model, query_vector, CANDIDATES_PER_SEARCH))
+    watch.lap("vector")
+    keyword_scores = dict(keyword_search(chunks, query, CANDIDATES_PER_SEARCH))
+    identifier_hits = [chunk_id for chunk_id, _ in identifier_search(chunks, query, CANDIDATES_PER_SEARCH)]
+    watch.lap("keyword")
+
+    fused = reciprocal_rank_fusion(
+        [list(vector_scores), list(keyword_scores), identifier_hits],
+        k=bot.rrf_k,
+        weights=[bot.vector_weight, bot.keyword_weight, bot.keyword_weight],
+    )
+    reranker = bot.reranker if bot.reranker_id else None
+    candidates = fused[: max(k, RERANK_CANDIDATES) if reranker else k]
+    watch.lap("fuse")
+
+    rows = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in candidates])
+    results = [
+        ScoredChunk(
+            chunk_id=chunk_id,
+            document_id=rows[chunk_id].document_id,
+            document_name=rows[chunk_id].document.filename,
+            page=rows[chunk_id].page,
+            text=rows[chunk_id].text,
+            ordinal=rows[chunk_id].ordinal,
+            heading_path=rows[chunk_id].heading_path,
+            score=round(score, 6),
+            vector_score=_rounded(vector_scores.get(chunk_id)),
+            keyword_score=_rounded(keyword_scores.get(chunk_id)),
+        )
+        for chunk_id, score in candidates
+        if chunk_id in rows
+    ]
+    watch.lap("load")
+    if reranker is not None:
+        results = rerank(reranker, query, results)[:k]
+        watch.lap("rerank")
+    return SearchResult(chunks=results, query_vector=query_vector, timings_ms=watch.timings_ms)
+
+
+def rerank(reranker: Reranker, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:
+    """Re-order `chunks` by a CrossEncoder's score of (query, passage); the score becomes `score`.
+
+    A registered reranker that no longer loads (its folder was removed, say) leaves
+    the fused order, logged, so the bot keeps answering instead of failing every search.
+    """
+    from retrieval.embedders import get_cross_encoder
+
+    if not chunks:
+        return chunks
+    try:
+        encoder = get_cross_encoder(reranker.source)
+    # Loaders fail in many ways (OSError, ValueError, ImportError...); all mean "unusable now".
+    except Exception:
+        logger.exception("Reranker %r (%s) did not load; keeping the fused order", reranker.name, reranker.source)
+        return chunks
+    scores = encoder.predict([(query, chunk.text) for chunk in chunks])
+    rescored = [replace(chunk, score=round(float(score), 6)) for chunk, score in zip(chunks, scores, strict=True)]
+    return sorted(rescored, key=lambda chunk: -chunk.score)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
