@@ -13,6 +13,7 @@ from ninja.openapi.docs import Swagger
 
 from bots.api import router as bots_router
 from bots.auth import api_auth
+from bots.evaluation_api import router as evaluation_router
 from retrieval.services import UnknownChoice
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ api = NinjaAPI(
     docs_decorator=csp_update({"img-src": ["data:"]}),
 )
 api.add_router("", bots_router)
+api.add_router("", evaluation_router)
 
 
 @api.exception_handler(ValueError)

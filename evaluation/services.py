@@ -561,3 +561,31 @@ def fail_run(run_id: int, reason: str) -> None:
     run = EvaluationRun.objects.filter(pk=run_id).first()
     if run is not None and not run.is_final:
         run.fail(reason)
+
+
+def case_results(run: EvaluationRun) -> list[dict]:
+    """Each case of a run as plain data: the question, what was expected, what was found and answered."""
+    results = list(run.results.select_related("case").prefetch_related("case__expected_documents"))
+    ids = {document_id for result in results for document_id in result.retrieved_documents}
+    names = dict(Document.objects.filter(pk__in=ids).values_list("id", "filename"))
+    return [
+        {
+            "case_id": result.case_id,
+            "question": result.case.question,
+            "answerable": result.case.answerable,
+            "expected_documents": [
+                {"id": document.id, "filename": document.filename} for document in result.case.expected_documents.all()
+            ],
+            "first_relevant_rank": result.first_relevant_rank,
+            "retrieved_documents": [
+                {"id": document_id, "filename": names.get(document_id, "(deleted)")}
+                for document_id in measures.unique_in_order(result.retrieved_documents)
+            ],
+            "answer": result.answer,
+            "citations": result.citations,
+            "refused": result.refused,
+            "timings_ms": result.timings_ms,
+            "metrics": result.metrics,
+        }
+        for result in results
+    ]

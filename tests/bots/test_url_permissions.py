@@ -15,6 +15,7 @@ from django.urls import get_resolver
 from bots import services as bots
 from bots.models import ApiToken, BotShare
 from documents import services as documents
+from evaluation import services as evaluation
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,7 @@ def created(expected: dict, code: int) -> dict:
 
 
 # route → (method, path template, body, expected status per role). {bot}, {slug}, {document}, {share},
-# {conversation}, {question}, {answer}, {trace} are the owner's objects.
+# {conversation}, {question}, {answer}, {trace}, {test_set}, {run} are the owner's objects.
 WEB = {
     "bots:list": ("get", "/", None, {role: 200 for role in ROLES}),
     "bots:profile": ("get", "/profile/", None, {role: 200 for role in ROLES}),
@@ -92,6 +93,16 @@ API = {
     ),
     "api:give_feedback": ("post", "/api/v1/messages/{answer}/feedback", {"rating": -1}, created(OWNER_ONLY, 201)),
     "api:get_trace": ("get", "/api/v1/traces/{trace}", None, {"owner": 200, "editor": 200, "user": 404, "outsider": 404}),
+    "api:create_test_set": (
+        "post", "/api/v1/bots/{bot}/test-sets",
+        {"name": "New", "cases": [{"question": "When?", "expected_documents": ["canteen.txt"]}]}, created(EDITORS, 201),
+    ),
+    "api:list_test_sets": ("get", "/api/v1/bots/{bot}/test-sets", None, EDITORS),
+    "api:import_test_set": ("post-file", "/api/v1/bots/{bot}/test-sets/import", None, created(EDITORS, 400)),
+    "api:start_run": ("post", "/api/v1/test-sets/{test_set}/runs", None, created(EDITORS, 202)),
+    "api:get_run": ("get", "/api/v1/runs/{run}", None, EDITORS),
+    "api:list_run_cases": ("get", "/api/v1/runs/{run}/cases", None, EDITORS),
+    "api:compare_runs": ("get", "/api/v1/runs/compare?a={run}&b={run}", None, EDITORS),
     "openai:models": ("get", "/v1/models", None, {role: 200 for role in ROLES}),
     "openai:model": ("get", "/v1/models/{slug}", None, CHATTERS),
     "openai:chat-completions": (
@@ -150,12 +161,16 @@ def world(owner, django_user_model):
     document = documents.add_document(bot, SimpleUploadedFile("canteen.txt", b"The canteen opens at 11:30."), False)
     conversation, answer = bots.ask(bot, owner, "When does the canteen open?")
     token, _ = ApiToken.issue(owner)
+    test_set = evaluation.create_test_set(bot, "Basics", [{"question": "When?", "expected_documents": ["canteen.txt"]}])
+    run = evaluation.start_run(test_set)
+    run.start(1)
+    run.finish({})
     return {
         "people": people,
         "ids": {
             "bot": bot.id, "slug": bot.slug, "document": document.document.id, "share": share.id,
             "conversation": conversation.id, "question": answer.in_reply_to_id, "answer": answer.id,
-            "trace": answer.trace_id, "token": token.id,
+            "trace": answer.trace_id, "token": token.id, "test_set": test_set.id, "run": run.id,
         },
     }  # fmt: skip
 

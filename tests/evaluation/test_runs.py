@@ -68,7 +68,8 @@ def test_running_again_after_a_settings_change_compares_metrics_config_and_cases
     bots.update_bot(bot, owner, {"vector_weight": 0.0, "refusal_threshold": 0.99})
     second = services.start_run(test_set)
     services.execute_run(second.id)
-    first.refresh_from_db(), second.refresh_from_db()
+    first.refresh_from_db()
+    second.refresh_from_db()
     assert (first.config_version, second.config_version) == (1, 2)
 
     comparison = services.compare_runs(first, second)

@@ -1,0 +1,80 @@
+"""Request and response shapes of the evaluation API (see ARCHITECTURE.md: keep them stable)."""
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+from bots.schemas import Input
+from bots.services import QUESTION_MAX_CHARS
+
+
+class CaseIn(Input):
+    question: str = Field(max_length=QUESTION_MAX_CHARS)
+    expected_documents: list[str] = Field(default_factory=list, max_length=100)
+    pages: list[int] = Field(default_factory=list, max_length=100)
+    reference_answer: str = Field("", max_length=20_000)
+    answerable: bool = True
+
+
+class TestSetIn(Input):
+    __test__ = False
+
+    name: str = Field(max_length=200)
+    cases: list[CaseIn] = Field(max_length=10_000)
+    is_default: bool = False
+
+
+class TestSetOut(Schema):
+    __test__ = False
+
+    id: int
+    name: str
+    case_count: int
+    is_default: bool
+    created_at: datetime
+
+
+class RunStarted(Schema):
+    id: int
+    status: str
+
+
+class RunOut(Schema):
+    id: int
+    test_set: int
+    status: str
+    progress: float
+    config_version: int
+    metrics: dict
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RetrievedDocument(Schema):
+    id: int
+    filename: str
+
+
+class CaseResultOut(Schema):
+    case_id: int
+    question: str
+    answerable: bool
+    expected_documents: list[RetrievedDocument]
+    first_relevant_rank: int | None
+    retrieved_documents: list[RetrievedDocument]
+    answer: str
+    citations: list[dict]
+    refused: bool
+    timings_ms: dict
+    metrics: dict
+
+
+class ComparisonOut(Schema):
+    a: int
+    b: int
+    metric_deltas: dict[str, float | None]
+    config_diff: dict[str, list]
+    improved: list[dict]
+    regressed: list[dict]
