@@ -19,12 +19,11 @@ def handbook(bot, index_texts):
 
 
 def test_an_editor_creates_runs_and_compares_through_the_api(handbook, owner_api):
-    created = owner_api.post(
-        f"/api/v1/bots/{handbook.id}/test-sets", {"name": "Basics", "cases": CASES}, content_type="application/json"
-    )
+    body = {"name": "Basics", "cases": CASES[::3]}  # one answerable, one not: each case costs three embeddings
+    created = owner_api.post(f"/api/v1/bots/{handbook.id}/test-sets", body, content_type="application/json")
     assert created.status_code == 201, created.content
     assert created.json() | {"created_at": None} == {
-        "id": created.json()["id"], "name": "Basics", "case_count": 4, "is_default": False, "created_at": None,
+        "id": created.json()["id"], "name": "Basics", "case_count": 2, "is_default": False, "created_at": None,
     }  # fmt: skip
     test_set_id = created.json()["id"]
     assert [row["name"] for row in owner_api.get(f"/api/v1/bots/{handbook.id}/test-sets").json()] == ["Basics"]
@@ -42,9 +41,9 @@ def test_an_editor_creates_runs_and_compares_through_the_api(handbook, owner_api
         run["metrics"]
     )
     cases = owner_api.get(f"/api/v1/runs/{run_id}/cases").json()
-    assert [case["first_relevant_rank"] for case in cases] == [1, 1, 1, None]
+    assert [case["first_relevant_rank"] for case in cases] == [1, None]
     assert cases[0]["retrieved_documents"][0]["filename"] == "canteen.txt"
-    assert [case["refused"] for case in cases] == [False, False, False, True]
+    assert [case["refused"] for case in cases] == [False, True]
 
     second = owner_api.post(f"/api/v1/test-sets/{test_set_id}/runs").json()["id"]
     services.execute_run(second)

@@ -61,7 +61,8 @@ def test_a_run_in_the_worker_stores_each_case_and_the_metrics(bot, owner, index_
 @pytest.mark.django_db
 def test_running_again_after_a_settings_change_compares_metrics_config_and_cases(bot, owner, index_texts):
     index_texts(bot, HANDBOOK)
-    cases = [*CASES, {"question": "When is lunch served?", "expected_documents": ["vacation.txt"]}]
+    # Few cases: each costs three embeddings on a shared CPU.
+    cases = [CASES[0], CASES[3], {"question": "When is lunch served?", "expected_documents": ["vacation.txt"]}]
     test_set = services.create_test_set(bot, "Handbook basics", cases, created_by=owner)
     first = services.start_run(test_set)
     services.execute_run(first.id)  # in-process: the worker's path is tested above
@@ -77,7 +78,8 @@ def test_running_again_after_a_settings_change_compares_metrics_config_and_cases
     assert comparison["config_diff"] == {"refusal_threshold": [0.25, 0.99], "vector_weight": [1.0, 0.0]}
     # A threshold of 0.99 refuses everything: answerable cases now refused, so wrong refusals rise.
     assert comparison["metric_deltas"]["wrong_refusals"] == pytest.approx(1.0)
-    assert {entry["question"] for entry in comparison["regressed"]} >= {case["question"] for case in CASES[:3]}
+    assert comparison["metric_deltas"]["refusal_accuracy"] == 0  # the unanswerable one was refused before too
+    assert CASES[0]["question"] in {entry["question"] for entry in comparison["regressed"]}
     assert comparison["improved"] == []
 
 
