@@ -419,10 +419,12 @@ def execute_run(run_id: int) -> None:
             run.save(update_fields=["config_version"])
             run.start(len(cases))
         done = set(run.results.values_list("case_id", flat=True))
+        if run.cases_done != len(done):  # resumed after a crash between a result and its count
+            run.cases_done = len(done)
+            run.save(update_fields=["cases_done"])
         for case in cases:
             if case.id not in done:
-                _run_case(run, case)
-                run.advance()
+                _record_case(run, case)
         run.finish(run_metrics(run))
     except Exception as exc:
         logger.exception("Evaluation run %s failed", run_id)
@@ -438,15 +440,44 @@ def _relevant(case: TestCase) -> dict[int, int]:
     return {document.id: grades.get(document.id, 1) for document in case.expected_documents.all()}
 
 
+def _record_case(run: EvaluationRun, case: TestCase) -> None:
+    """Ask one case and store its result together with the run's count, so the two never disagree."""
+    result = _run_case(run, case)
+    try:
+        with transaction.atomic():
+            result.save()
+            run.advance()
+    except IntegrityError:
+        # Another delivery of the same task stored this case meanwhile: its result stands.
+        run.refresh_from_db()
+
+
+def search_depth(bot) -> int:
+    return max(SEARCH_DEPTH, bot.top_k)
+
+
+def evaluate_retrieval(test_set: TestSet, bot=None) -> dict:
+    """Retrieval metrics of `test_set` against `bot` (its own bot by default), searching only: nothing stored.
+
+    For benchmarks and quick checks of a setting; runs answer and store each case as well.
+    """
+    bot = bot or test_set.bot
+    cases = []
+    for case in test_set.cases.prefetch_related("expected_documents"):
+        found = retrieval.search(bot, case.question, k=search_depth(bot))
+        cases.append(measures.RetrievalCase(case.id, [chunk.document_id for chunk in found.chunks], _relevant(case)))
+    return {**measures.retrieval_metrics(cases), "retrieval_cases": sum(case.has_relevant for case in cases)}
+
+
 def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
     started = time.perf_counter()
-    found = retrieval.search(run.bot, case.question, k=max(SEARCH_DEPTH, run.bot.top_k))
+    found = retrieval.search(run.bot, case.question, k=search_depth(run.bot))
     search_ms = round((time.perf_counter() - started) * 1000, 2)
     answer, trace = retrieval.answer(run.bot, case.question)
     ranked = [chunk.document_id for chunk in found.chunks]
     relevant = _relevant(case)
     per_case = measures.retrieval_per_case([measures.RetrievalCase(case.id, ranked, relevant)])
-    return CaseResult.objects.create(
+    return CaseResult(
         run=run,
         case=case,
         retrieved_chunks=[chunk.chunk_id for chunk in found.chunks],

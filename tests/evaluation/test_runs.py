@@ -123,3 +123,30 @@ def test_runs_refuse_impossible_transitions_and_unfinished_comparisons(bot, owne
     services.execute_run(run.id)  # a failed run is final: a late task leaves it alone
     run.refresh_from_db()
     assert run.status == "failed" and not run.results.exists()
+
+
+@pytest.mark.django_db
+def test_a_run_redelivered_after_a_crash_goes_on_from_the_cases_without_a_result(bot, owner, index_texts):
+    index_texts(bot, HANDBOOK)
+    test_set = services.create_test_set(bot, "Basics", [CASES[0], CASES[3]])
+    first_case, second_case = test_set.cases.all()
+    run = services.start_run(test_set)
+    # The worker stored the first case's result and died before counting it.
+    run.start(2)
+    CaseResult.objects.create(run=run, case=first_case, first_relevant_rank=7, refused=False)
+
+    services.execute_run(run.id)  # the redelivered task
+
+    run.refresh_from_db()
+    assert run.status == "done" and run.cases_done == 2 and run.progress == 1.0
+    assert run.results.get(case=first_case).first_relevant_rank == 7  # kept, not asked again
+    assert run.results.get(case=second_case).refused
+
+
+@pytest.mark.django_db
+def test_retrieval_can_be_measured_without_answering_or_storing_anything(bot, index_texts):
+    index_texts(bot, HANDBOOK)
+    test_set = services.create_test_set(bot, "Basics", CASES)
+    metrics = services.evaluate_retrieval(test_set)
+    assert metrics["hit@1"] == metrics["recall@100"] == 1 and metrics["retrieval_cases"] == 3
+    assert not EvaluationRun.objects.exists()
