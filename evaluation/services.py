@@ -139,6 +139,8 @@ def _draft(case: CaseDraft | Mapping, number: int) -> CaseDraft:
     case.question = case.question.strip()
     if not case.question:
         raise ValueError(f"Case {number} has no question.")
+    if "\x00" in case.question + case.reference_answer + "".join(case.expected_documents):
+        raise ValueError(f"Case {number} contains a NUL character, which text cannot hold.")
     if case.answerable and not case.expected_documents:
         raise ValueError(f"Case {number} is answerable but names no expected document.")
     if not case.answerable and case.expected_documents:
@@ -357,6 +359,13 @@ def import_beir(bot, beir: BeirSet, *, name: str, created_by=None, enqueue: bool
         raise ValueError("A test set needs a name.")
     if TestSet.objects.filter(bot=bot, name=name).exists():
         raise ValueError(f"This bot already has a test set named {name!r}.")
+    names = {beir_filename(corpus_id) for corpus_id in beir.corpus}
+    room = settings.DOCENT_MAX_DOCUMENTS_PER_BOT - bot.documents.exclude(filename__in=names).count()
+    if len(names) > room:
+        # Checked before storing anything: a corpus added in batches must not stop half-way.
+        raise ValueError(
+            f"The BEIR corpus has {len(names)} entries; this bot has room for {max(room, 0)} more documents."
+        )
     uploads = [
         SimpleUploadedFile(beir_filename(corpus_id), text.encode(), content_type="text/plain")
         for corpus_id, text in beir.corpus.items()

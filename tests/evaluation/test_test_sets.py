@@ -82,6 +82,7 @@ def test_jsonl_import_takes_one_case_per_line(handbook):
         ("x.csv", b"\xff\xfequestion\n", "not UTF-8"),
         ("x.jsonl", b'{"question": "a", "answerable": "no"}\n{oops\n', "JSONL line 2 is not valid JSON"),
         ("x.jsonl", b"[1, 2]\n", "JSONL line 1 must be a JSON object"),
+        ("x.jsonl", b'{"question": "a\\u0000b", "answerable": false}\n', "NUL character"),
         ("x.jsonl", b'{"question": 3}\n', "question must be text"),
         ("x.jsonl", b'{"question": "a", "answerable": false, "expected_documents": "x"}\n', "cannot expect"),
         ("x.jsonl", b'{"question": "a", "colour": 1}\n', "unknown field(s) colour"),
@@ -147,4 +148,12 @@ def test_a_beir_zip_without_qrels_is_refused_before_anything_is_stored(bot):
         archive.writestr("queries.jsonl", json.dumps({"_id": "q1", "text": "x"}))
     with pytest.raises(ValueError, match="needs corpus.jsonl, queries.jsonl and qrels"):
         services.import_test_set(bot, "broken.zip", buffer.getvalue())
+    assert not bot.documents.exists()
+
+
+def test_a_beir_corpus_larger_than_the_bot_has_room_for_is_refused_before_anything_is_stored(bot, settings):
+    settings.DOCENT_MAX_DOCUMENTS_PER_BOT = 4
+    settings.DOCENT_MAX_FILES_PER_UPLOAD = 2  # several batches: none of them may be stored
+    with pytest.raises(ValueError, match="has 5 entries; this bot has room for 4 more"):
+        services.import_test_set(bot, "tiny.zip", beir_zip())
     assert not bot.documents.exists()
