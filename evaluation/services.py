@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -412,11 +412,12 @@ def start_run(test_set: TestSet, started_by=None) -> EvaluationRun:
     return run
 
 
-def execute_run(run_id: int) -> None:
+def execute_run(run_id: int, on_case: Callable[[EvaluationRun], None] | None = None) -> None:
     """Ask every case's question, store a CaseResult each, then the run's metrics.
 
     A redelivered task (the worker died mid-run) goes on from the cases without a result.
     A run already final is left alone. Any error ends the run failed, with the reason.
+    `on_case` is called with the run after each case (the command line's progress bar).
     """
     run = EvaluationRun.objects.select_related("bot", "test_set").filter(pk=run_id).first()
     if run is None or run.is_final:
@@ -434,6 +435,8 @@ def execute_run(run_id: int) -> None:
         for case in cases:
             if case.id not in done:
                 _record_case(run, case)
+                if on_case is not None:
+                    on_case(run)
         run.finish(run_metrics(run))
     except Exception as exc:
         logger.exception("Evaluation run %s failed", run_id)
