@@ -11,7 +11,9 @@ from tests.conftest import FIXTURES, SHARED_DATA
 
 SHARED_DOCS = SHARED_DATA / "docs"
 CORPUS_FOLDERS = {"pdf", "docx", "html", "md", "csv"}  # html_reference/ holds expected outputs, not uploads
-needs_shared_docs = pytest.mark.skipif(not SHARED_DOCS.is_dir(), reason="the shared document corpus is not here")
+needs_shared_docs = pytest.mark.skipif(
+    not SHARED_DOCS.is_dir(), reason="the shared corpus of real documents is not here (set DOCENT_SHARED_DATA)"
+)
 
 
 def parse(name: str) -> list[parsers.ParsedPage]:
