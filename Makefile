@@ -13,6 +13,7 @@ run: install
 test: install-dev chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	DOCENT_DATA_DIR=$(CURDIR)/.data/test $(PY) manage.py makemigrations --check --dry-run
 	DOCENT_DATA_DIR=$(CURDIR)/.data/test $(PY) -m pytest
 

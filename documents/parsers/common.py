@@ -9,6 +9,7 @@ Word reader, the only format that is a ZIP package.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 MB = 1024 * 1024
 
@@ -32,6 +33,14 @@ class ParseError(Exception):
     """The file itself is the problem. The message is shown to the user as is."""
 
 
+class ZipSettings(Protocol):
+    """The settings ZipLimits reads (Django's settings object has them; so may any test double)."""
+
+    DOCENT_MAX_UNZIPPED_MB: int
+    DOCENT_MAX_ZIP_PARTS: int
+    DOCENT_MAX_ZIP_RATIO: int
+
+
 @dataclass(frozen=True)
 class ZipLimits:
     """What a ZIP-based upload (a .docx) may unpack to.
@@ -47,7 +56,7 @@ class ZipLimits:
     max_ratio: int = 100
 
     @classmethod
-    def from_settings(cls, settings) -> ZipLimits:
+    def from_settings(cls, settings: ZipSettings) -> ZipLimits:
         """From Django settings (any object with the DOCENT_ attributes; this module does not import Django)."""
         return cls(
             max_unzipped_bytes=settings.DOCENT_MAX_UNZIPPED_MB * MB,

@@ -8,6 +8,7 @@ quote, an oversized cell) need translating into a line number and a fix.
 
 from __future__ import annotations
 
+import _csv
 import csv
 import io
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def csv_text(text: str, tab_separated: bool = False) -> str:
 class _CsvRows:
     """A csv reader's rows that remember the line the row being read starts on, for error messages."""
 
-    def __init__(self, reader):
+    def __init__(self, reader: _csv.Reader) -> None:
         self.reader = reader
         self.start = 1
 

@@ -159,5 +159,5 @@ _HTML_PREAMBLE = re.compile(r"^(?:\s|<\?xml[^>]*>|<!--.*?-->)*", re.DOTALL)
 def _starts_like_html(text: str) -> bool:
     """True for a doctype or <html> first thing, after any XML declaration and comments."""
     start = text.lstrip("\ufeff")
-    start = start[_HTML_PREAMBLE.match(start).end() :].lower()
+    start = _HTML_PREAMBLE.sub("", start, count=1).lower()
     return start.startswith(("<!doctype html", "<html"))

@@ -21,9 +21,16 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from documents.parsers.common import EXCEL_REFUSAL, MB, POWERPOINT_REFUSAL, ParseError, ZipLimits
 from documents.parsers.text import normalize_whitespace
+
+if TYPE_CHECKING:  # for annotations only: python-docx is imported inside the functions that use it
+    from docx.document import Document
+    from docx.oxml.xmlchemy import BaseOxmlElement
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
 
 DAMAGED_DOCX = "This Word document is damaged and can't be read. Open it in Word, save it again and re-upload it."
 
@@ -44,7 +51,7 @@ def docx_text(source: Path | bytes, limits: ZipLimits | None = None) -> str:
     return normalize_whitespace("\n\n".join(block for block in blocks if block.strip()))
 
 
-def _docx_blocks(container, document) -> Iterator[str]:
+def _docx_blocks(container: BaseOxmlElement, document: Document) -> Iterator[str]:
     """Paragraphs and tables in document order, including those inside content controls (<w:sdt>),
     which templates and forms wrap around whole sections and python-docx's iterators skip."""
     from docx.table import Table
@@ -115,7 +122,7 @@ def _identify_docx(infos: list[zipfile.ZipInfo]) -> None:
         raise ParseError("This Word document is password-protected. Remove the password and upload it again.")
 
 
-def _check_end_of_directory(handle, limits: ZipLimits) -> None:
+def _check_end_of_directory(handle: IO[bytes], limits: ZipLimits) -> None:
     """Refuse on the archive's last 22 bytes when it has too many parts.
 
     zipfile reads the whole table of contents into memory when it opens an archive (a
@@ -210,12 +217,13 @@ def _relationships_to(package: zipfile.ZipFile, name: str, folder: str, keep: di
         resolved = posixpath.normpath(posixpath.join("/" + folder, target)).lstrip("/")
         if keep.get(kind) != resolved or resolved not in package.NameToInfo:
             root.remove(relationship)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+    slim: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+    return slim
 
 
 def _read_part(package: zipfile.ZipFile, name: str) -> bytes:
     """One part, inflated a MB at a time: zipfile's read() of a whole part may inflate a GB in one step."""
-    chunks = []
+    chunks: list[bytes] = []
     try:
         with package.open(name) as stream:
             while chunk := stream.read(MB):
@@ -230,7 +238,7 @@ def _read_part(package: zipfile.ZipFile, name: str) -> bytes:
 _DOCX_HEADING_STYLE = re.compile(r"heading ([1-9])")
 
 
-def _docx_paragraph(paragraph) -> str:
+def _docx_paragraph(paragraph: Paragraph) -> str:
     text = paragraph.text.strip()
     if not text:
         return ""
@@ -245,7 +253,7 @@ def _docx_paragraph(paragraph) -> str:
     return text
 
 
-def _docx_style_names(paragraph) -> list[str]:
+def _docx_style_names(paragraph: Paragraph) -> list[str]:
     """Lower-case names of the paragraph's style and the styles it is based on, nearest first."""
     names = []
     style = paragraph.style
@@ -258,10 +266,10 @@ def _docx_style_names(paragraph) -> list[str]:
     return names
 
 
-def _docx_table_rows(table) -> list[str]:
-    rows = []
+def _docx_table_rows(table: Table) -> list[str]:
+    rows: list[str] = []
     for row in table.rows:
-        cells = []
+        cells: list[str] = []
         previous = None
         for cell in row.cells:
             if previous is not None and cell._tc is previous._tc:

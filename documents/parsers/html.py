@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from documents.parsers.common import SNIFF_BYTES, UTF16_BOMS
 from documents.parsers.text import decode_text, normalize_whitespace
+
+if TYPE_CHECKING:  # for annotations only; lxml ships no types, so mypy reads this as Any
+    from lxml.etree import _Element
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ _PARSER_DEPTH_LIMIT = 255
 BOILERPLATE_MAX_ELEMENTS = 20_000
 
 
-def _html_tree(markup: str):
+def _html_tree(markup: str) -> _Element | None:
     import lxml.html
     from lxml.etree import ParserError
 
@@ -100,7 +104,7 @@ def _html_tree(markup: str):
         return None  # nothing that parses as markup, e.g. an empty document
 
 
-def _drop_non_content(tree) -> None:
+def _drop_non_content(tree: _Element) -> None:
     for element in list(tree.iter()):
         if element.getparent() is None:
             continue  # the root, or inside a subtree dropped already
@@ -121,7 +125,7 @@ def _drop_non_content(tree) -> None:
             element.drop_tree()  # keeps the element's tail text, which belongs to its parent
 
 
-def _content_root(tree):
+def _content_root(tree: _Element) -> _Element:
     """The page's single <main> or <article> when it has exactly one, else its <body>."""
     for query in ("//main | //*[@role='main']", "//article"):
         found = tree.xpath(query)
@@ -153,12 +157,12 @@ def _main_content(markup: str) -> str:
     return _render_blocks(body)[0] if body is not None else ""
 
 
-def _tag(element) -> str | None:
+def _tag(element: _Element) -> str | None:
     """Lower-case tag name, or None for comments and processing instructions."""
     return element.tag.lower() if isinstance(element.tag, str) else None
 
 
-def _heading_level(element) -> int:
+def _heading_level(element: _Element) -> int:
     tag = _tag(element) or ""
     if len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
         return int(tag[1])
@@ -204,7 +208,7 @@ class _BlockWriter:
         self.last_kind = kind
 
 
-def _render_blocks(root) -> tuple[str, int]:
+def _render_blocks(root: _Element) -> tuple[str, int]:
     """Text of `root`'s content (not its tail), and how deeply its elements nest."""
     writer = _BlockWriter()
     depth = _render_into(root, writer)
@@ -212,7 +216,7 @@ def _render_blocks(root) -> tuple[str, int]:
     return normalize_whitespace("\n\n".join(writer.blocks)), depth
 
 
-def _inline_text(element) -> str:
+def _inline_text(element: _Element) -> str:
     """Everything inside `element` on one line."""
     writer = _BlockWriter()
     _render_into(element, writer)
@@ -220,7 +224,7 @@ def _inline_text(element) -> str:
     return " ".join(" ".join(writer.blocks).split())
 
 
-def _render_into(root, writer: _BlockWriter) -> int:
+def _render_into(root: _Element, writer: _BlockWriter) -> int:
     """Write `root`'s content into `writer`; returns the deepest nesting seen.
 
     Walks with lxml's iterwalk rather than recursion, so a page nested thousands of
@@ -229,7 +233,7 @@ def _render_into(root, writer: _BlockWriter) -> int:
     from lxml import etree
 
     depth = deepest = 0
-    whole = set()  # elements rendered in one go at their start; their end only adds their tail
+    whole: set[_Element] = set()  # elements rendered in one go at their start; their end only adds their tail
     walker = etree.iterwalk(root, events=("start", "end"))
     for event, element in walker:
         tag = _tag(element) or ""
@@ -257,7 +261,7 @@ def _render_into(root, writer: _BlockWriter) -> int:
     return deepest
 
 
-def _render_whole(element, tag: str, writer: _BlockWriter) -> bool:
+def _render_whole(element: _Element, tag: str, writer: _BlockWriter) -> bool:
     """Write a heading, a data row or a code block as one block; False for any other element."""
     level = _heading_level(element)
     if level and not _holds_blocks(element):
@@ -276,12 +280,12 @@ def _render_whole(element, tag: str, writer: _BlockWriter) -> bool:
     return False
 
 
-def _holds_blocks(element) -> bool:
+def _holds_blocks(element: _Element) -> bool:
     """True for broken markup such as an <h1> wrapping whole paragraphs: that is no heading."""
     return any(_tag(inner) in _BLOCK_TAGS or _heading_level(inner) for inner in element.iterdescendants())
 
 
-def _is_layout_row(row) -> bool:
+def _is_layout_row(row: _Element) -> bool:
     """True for a table row used for page layout (it holds headings, tables or pages of text), not data."""
     nested = any(_tag(inner) == "table" or _heading_level(inner) for inner in row.iterdescendants())
     return nested or sum(len(text) for text in row.itertext()) > 1000

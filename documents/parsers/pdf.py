@@ -13,16 +13,20 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from documents.parsers.common import ParsedPage, ParseError
 from documents.parsers.text import normalize_whitespace
+
+if TYPE_CHECKING:  # for annotations only: pypdf is imported inside the function that uses it
+    from pypdf import PdfReader
 
 logger = logging.getLogger(__name__)
 
 DAMAGED_PDF = "This PDF is damaged and can't be read. Try saving or exporting it again."
 
 
-def open_pdf(path: Path):
+def open_pdf(path: Path) -> PdfReader:
     from pypdf import PdfReader
 
     try:
@@ -33,9 +37,9 @@ def open_pdf(path: Path):
     if encrypted:
         # Many PDFs are "encrypted" only against editing, with an empty open-password.
         try:
-            opened = reader.decrypt("")
+            opened = bool(reader.decrypt(""))  # PasswordType.NOT_DECRYPTED is 0
         except Exception:  # pypdf raises several types for unsupported ciphers
-            opened = 0
+            opened = False
         if not opened:
             raise ParseError("This PDF is password-protected. Remove the password and upload it again.")
     return reader
