@@ -23,7 +23,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 
 from documents import services as documents
-from documents.models import Document
 from evaluation import metrics as measures
 from evaluation.models import CaseResult, EvaluationRun, TestCase, TestSet
 from retrieval import services as retrieval
@@ -85,7 +84,7 @@ def create_test_set(
     if generator not in TestCase.Generator.values:
         raise ValueError(f"Unknown case generator {generator!r}.")
     names = {name for draft in drafts for name in draft.expected_documents}
-    by_name = dict(Document.objects.filter(bot=bot, filename__in=names).values_list("filename", "id"))
+    by_name = dict(documents.documents_of_bots([bot]).filter(filename__in=names).values_list("filename", "id"))
     for number, draft in enumerate(drafts, start=1):
         missing = [name for name in draft.expected_documents if name not in by_name]
         if missing:
@@ -610,7 +609,7 @@ def case_results(run: EvaluationRun) -> list[dict]:
     """Each case of a run as plain data: the question, what was expected, what was found and answered."""
     results = list(run.results.select_related("case").prefetch_related("case__expected_documents"))
     ids = {document_id for result in results for document_id in result.retrieved_documents}
-    names = dict(Document.objects.filter(pk__in=ids).values_list("id", "filename"))
+    names = dict(documents.documents_of_bots([run.bot]).filter(pk__in=ids).values_list("id", "filename"))
     return [
         {
             "case_id": result.case_id,
