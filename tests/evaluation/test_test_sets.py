@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from documents import services as documents
 from evaluation import services
 from evaluation.models import TestCase
+from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.django_db
 
@@ -157,3 +158,14 @@ def test_a_beir_corpus_larger_than_the_bot_has_room_for_is_refused_before_anythi
     with pytest.raises(ValueError, match="has 5 entries; this bot has room for 4 more"):
         services.import_test_set(bot, "tiny.zip", beir_zip())
     assert not bot.documents.exists()
+
+
+NFCORPUS = SHARED_DATA / "beir" / "nfcorpus"
+
+
+@pytest.mark.skipif(not (NFCORPUS / "corpus.jsonl").is_file(), reason="the shared BEIR data is not here")
+def test_a_real_beir_folder_is_read_with_its_test_split():
+    beir = services.read_beir_folder(NFCORPUS)
+    assert len(beir.corpus) == 3633
+    assert len(beir.qrels) == 323  # nfcorpus's judged test queries
+    assert {grade for judged in beir.qrels.values() for grade in judged.values()} == {1, 2}
