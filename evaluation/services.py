@@ -631,3 +631,24 @@ def case_results(run: EvaluationRun) -> list[dict]:
         }
         for result in results
     ]
+
+
+def generate_test_set(bot, name: str, *, count: int = 20, unanswerable: int = 3, seed: int = 0, created_by=None):
+    """A rule-based test set from the bot's own indexed passages (see evaluation.generators)."""
+    from evaluation import generators
+
+    if not 1 <= count <= 500 or not 0 <= unanswerable <= len(generators.HELD_OUT_QUESTIONS):
+        raise ValueError(f"Ask for 1 to 500 questions and 0 to {len(generators.HELD_OUT_QUESTIONS)} unanswerable ones.")
+    passages = [
+        generators.Passage(document=filename, text=text)
+        for filename, text in retrieval.active_chunks(bot).values_list("document__filename", "text")[:5000]
+    ]
+    generated = generators.generate(passages, count, unanswerable, seed)
+    if not any(case.document for case in generated):
+        raise ValueError("The bot's documents have no sentence to ask about yet; add or finish indexing documents.")
+    cases = [
+        CaseDraft(question=case.question, expected_documents=[case.document] if case.document else [],
+                  answerable=case.document is not None, reference_answer=case.source)
+        for case in generated
+    ]  # fmt: skip
+    return create_test_set(bot, name, cases, created_by=created_by, generator=TestCase.Generator.RULE_BASED)
