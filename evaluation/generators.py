@@ -86,7 +86,8 @@ def generate(passages: Sequence[Passage], count: int, unanswerable: int = 0, see
         by_document.setdefault(passage.document, []).extend(informative_sentences(passage.text))
     for sentences in by_document.values():
         rng.shuffle(sentences)
-    cases, seen = [], set()
+    cases: list[GeneratedCase] = []
+    seen: set[str] = set()
     # Round-robin over documents so one long document does not supply every question.
     while len(cases) < count and any(by_document.values()):
         for document in sorted(by_document):

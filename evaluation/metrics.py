@@ -60,7 +60,7 @@ class AnswerCase:
     answerable: bool
     refused: bool
     cited_documents: Sequence[Hashable] = ()
-    expected_documents: frozenset = frozenset()
+    expected_documents: frozenset[Hashable] = frozenset()
 
 
 def unique_in_order(items: Iterable[Hashable]) -> list[Hashable]:
