@@ -149,7 +149,7 @@ def data_dir():
     """A fresh data directory of the test's own.
 
     Not under tmp_path: Postgres runs as another user when we are root, and every pytest session
-    that starts resets /tmp/pytest-of-<user> to mode 700, which locks a running Postgres out.
+    that starts resets its base temporary directory (pytest-of-<user>) to mode 700, locking a running Postgres out.
     """
     directory = Path(tempfile.mkdtemp(prefix="docent-serve-"))
     yield directory
