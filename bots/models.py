@@ -86,6 +86,18 @@ class Bot(models.Model):
         help_text="If no sentence of the documents is at least this similar to the question, "
         "the bot says the documents don't cover it.",
     )
+    evaluate_on_change = models.BooleanField(
+        default=False, help_text="Run the default test set after every settings change."
+    )
+    judge_provider = models.ForeignKey(
+        "retrieval.LLMProvider",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="judged_bots",
+        help_text="Optional: the provider whose model grades answers for faithfulness and relevance in runs.",
+    )
+    judge_model = models.CharField(max_length=200, blank=True)
     config_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -88,6 +88,9 @@ class EvaluationRun(models.Model):
     cases_done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # {"provider": name, "model": name} of the LLM judge the run used; empty without one.
+    judge = models.JSONField(default=dict, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -151,6 +154,8 @@ class CaseResult(models.Model):
     refused = models.BooleanField(default=False)
     timings_ms = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True, help_text="This case's retrieval metrics.")
+    # The LLM judge's verdict: {"faithfulness", "relevance", "reasoning"}; empty without a judge.
+    judgement = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["run", "case__position", "case_id"]
