@@ -36,8 +36,9 @@ def update_bot(request, bot_id: int, payload: schemas.BotPatch):
     changes = payload.dict(exclude_unset=True)
     if "embedding_model" in changes:
         changes["embedding_model"] = retrieval.get_embedding_model(changes["embedding_model"])
-    if "provider" in changes:
-        changes["provider"] = retrieval.get_provider(changes["provider"])
+    for field in ("provider", "judge_provider"):
+        if field in changes:
+            changes[field] = retrieval.get_provider(changes[field])
     return services.update_bot(bot, request.user, changes)
 
 

@@ -56,6 +56,9 @@ class BotSettingsForm(forms.ModelForm):
             "chunk_size_tokens": "Passage size (tokens)",
             "chunk_overlap_tokens": "Passage overlap (tokens)",
             "embedding_model": "Embedding model",
+            "judge_provider": "Judge for test runs",
+            "judge_model": "Judge model",
+            "evaluate_on_change": "Evaluate after every change",
         }
         help_texts = {
             "instructions": "What the bot is for and how it should answer.",
@@ -79,6 +82,11 @@ class BotSettingsForm(forms.ModelForm):
             "At most 254 for the default model.",
             "chunk_overlap_tokens": "Text repeated between neighbouring passages so nothing falls between them.",
             "embedding_model": "The model that finds passages by meaning. Changing it re-indexes all documents.",
+            "judge_provider": "Optional. A language model that grades each answer of a test run for faithfulness "
+            "to the passages and relevance to the question, and says why. Does not change how the bot answers.",
+            "judge_model": "One of the judge provider's models; empty means its first.",
+            "evaluate_on_change": "Runs the default test set (Quality tab) against every saved settings version, "
+            "so you can see whether a change made the bot better.",
         }
         widgets = {
             "instructions": forms.Textarea(attrs={"rows": 3}),
@@ -91,6 +99,7 @@ class BotSettingsForm(forms.ModelForm):
         self.fields["embedding_model"].empty_label = "Installation default"
         self.fields["provider"].empty_label = "Built-in answerer (quotes the documents)"
         self.fields["reranker"].empty_label = "None"
+        self.fields["judge_provider"].empty_label = "No judge"
 
     def changes(self) -> dict:
         return {name: self.cleaned_data[name] for name in self.changed_data}

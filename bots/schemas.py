@@ -68,6 +68,9 @@ class BotOut(Schema):
     vector_weight: float
     keyword_weight: float
     reranker: str = Field(description="The registered reranker's name; empty when the bot doesn't rerank.")
+    judge_provider: str | None = Field(description="The LLM provider whose model grades answers in evaluation runs.")
+    judge_model: str
+    evaluate_on_change: bool = Field(description="Whether every settings change runs the default test set.")
     config_version: int
     index_version: int
     created_at: datetime
@@ -87,6 +90,10 @@ class BotOut(Schema):
     @staticmethod
     def resolve_reranker(bot) -> str:
         return bot.reranker.name if bot.reranker_id else ""
+
+    @staticmethod
+    def resolve_judge_provider(bot) -> str | None:
+        return bot.judge_provider.name if bot.judge_provider_id else None
 
 
 class BotPatch(Input):
@@ -113,6 +120,13 @@ class BotPatch(Input):
         max_length=100,
         description="The name of a reranker an admin registered in the Console (not an id, never a path); "
         "empty string or null for none. Any other value is refused with 422.",
+    )
+    judge_provider: str | None = Field(
+        None, description="An LLM provider's name to grade answers in evaluation runs; empty string for none."
+    )
+    judge_model: str | None = Field(None, max_length=LLM_MODEL_MAX_CHARS)
+    evaluate_on_change: bool | None = Field(
+        None, description="Run the default test set (Quality tab) after every settings change."
     )
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from bots.models import ApiToken, Bot, BotConfigVersion, BotShare, Conversation, Feedback, Message
 from documents import services as documents
+from evaluation import services as evaluation
 from retrieval import services as retrieval
 
 # The longest text a user may write into each free-text field. Bot names, conversation
@@ -101,6 +102,9 @@ SETTINGS_FIELDS = [
     "vector_weight",
     "keyword_weight",
     "reranker",
+    "judge_provider",
+    "judge_model",
+    "evaluate_on_change",
 ]
 # Changing any of these means the documents must be chunked or embedded again.
 INDEX_FIELDS = {"chunking_strategy", "chunk_size_tokens", "chunk_overlap_tokens", "embedding_model"}
@@ -174,7 +178,21 @@ def update_bot(bot: Bot, user, changes: dict) -> Bot:
         BotConfigVersion.objects.create(
             bot=bot, number=bot.config_version, changed_by=user, changes=diff, snapshot=_snapshot(bot)
         )
+        if bot.evaluate_on_change:
+            evaluate_default_test_set(bot, user)
     return bot
+
+
+def evaluate_default_test_set(bot: Bot, user):
+    """Run the bot's default test set against its current settings; None if it has no default set with cases.
+
+    Called after every saved change when the bot asks for it. The run waits in the queue
+    while a change re-indexes the documents (evaluation.services.waiting_for_index).
+    """
+    test_set = evaluation.default_test_set(bot)
+    if test_set is None or not test_set.cases.exists():
+        return None
+    return evaluation.start_run(test_set, started_by=user)
 
 
 def _validate_settings(bot: Bot, changes: dict) -> None:
@@ -207,10 +225,11 @@ def _validate_settings(bot: Bot, changes: dict) -> None:
     for weight in ("vector_weight", "keyword_weight"):
         if weight in changes and not 0.0 <= changes[weight] <= 10.0:
             raise ValueError("Search weights must be between 0 and 10.")
-    provider = changes.get("provider", bot.provider if bot.provider_id else None)
-    model = changes.get("llm_model", bot.llm_model)
-    if provider is not None and model and provider.model_names and model not in provider.model_names:
-        raise ValueError(f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those.")
+    for provider_field, model_field in (("provider", "llm_model"), ("judge_provider", "judge_model")):
+        provider = changes.get(provider_field, getattr(bot, provider_field))
+        model = changes.get(model_field, getattr(bot, model_field))
+        if provider is not None and model and provider.model_names and model not in provider.model_names:
+            raise ValueError(f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those.")
 
 
 _SETTINGS_TEXT_LIMITS = [
@@ -218,6 +237,7 @@ _SETTINGS_TEXT_LIMITS = [
     ("instructions", "The instructions", INSTRUCTIONS_MAX_CHARS),
     ("prompt_template", "The prompt template", PROMPT_TEMPLATE_MAX_CHARS),
     ("llm_model", "The language model's name", LLM_MODEL_MAX_CHARS),
+    ("judge_model", "The judge model's name", LLM_MODEL_MAX_CHARS),
 ]
 
 
@@ -305,6 +325,28 @@ def get_answer(user, message_id: int) -> Message:
 
 def feedback_of(bot: Bot):
     return Feedback.objects.filter(message__conversation__bot=bot).select_related("message", "user")
+
+
+def feedback_to_case(bot: Bot, feedback_id: int, *, created_by=None):
+    """A thumbs-down answer to `bot` as a test case of it: (case, created). Check the caller may edit `bot`.
+
+    A follow-up ("and for part-timers?") is taken as the standalone question the bot
+    searched with, so the case makes sense without the conversation.
+    """
+    feedback = (
+        Feedback.objects.filter(pk=feedback_id, rating=-1, message__conversation__bot=bot)
+        .select_related("message__in_reply_to", "message__trace")
+        .first()
+    )
+    if feedback is None:
+        raise Http404("No such feedback.")
+    message = feedback.message
+    question = (message.trace.rewritten_question if message.trace else "") or (
+        message.in_reply_to.text if message.in_reply_to else ""
+    )
+    if not question.strip():
+        raise ValueError("This answer's question was not kept, so it cannot become a test case.")
+    return evaluation.add_feedback_case(bot, question, created_by=created_by)
 
 
 def tokens_of(user):

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from bots import quality_views as quality
 from bots import views
 
 app_name = "bots"
@@ -18,7 +19,30 @@ urlpatterns = [
     path("bots/<slug:slug>/traces/", views.bot_traces, name="traces"),
     path("bots/<slug:slug>/sharing/", views.bot_sharing, name="sharing"),
     path("bots/<slug:slug>/sharing/<int:share_id>/remove/", views.bot_unshare, name="unshare"),
-    path("bots/<slug:slug>/quality/", views.bot_quality, name="quality"),
+    path("bots/<slug:slug>/quality/", quality.bot_quality, name="quality"),
+    path("bots/<slug:slug>/quality/runs/", quality.runs_table, name="runs-table"),
+    path("bots/<slug:slug>/quality/runs/<int:run_id>/", quality.run_detail, name="run"),
+    path("bots/<slug:slug>/quality/compare/", quality.run_compare, name="compare"),
+    path("bots/<slug:slug>/quality/test-sets/", quality.test_set_create, name="test-set-create"),
+    path("bots/<slug:slug>/quality/test-sets/import/", quality.test_set_import, name="test-set-import"),
+    path("bots/<slug:slug>/quality/test-sets/generate/", quality.test_set_generate, name="test-set-generate"),
+    path("bots/<slug:slug>/quality/test-sets/<int:test_set_id>/", quality.test_set_detail, name="test-set"),
+    path(
+        "bots/<slug:slug>/quality/test-sets/<int:test_set_id>/delete/", quality.test_set_delete, name="test-set-delete"
+    ),
+    path(
+        "bots/<slug:slug>/quality/test-sets/<int:test_set_id>/default/",
+        quality.test_set_default,
+        name="test-set-default",
+    ),
+    path("bots/<slug:slug>/quality/test-sets/<int:test_set_id>/runs/", quality.run_start, name="run-start"),
+    path("bots/<slug:slug>/quality/test-sets/<int:test_set_id>/cases/<int:case_id>/", quality.case_edit, name="case"),
+    path(
+        "bots/<slug:slug>/quality/test-sets/<int:test_set_id>/cases/<int:case_id>/delete/",
+        quality.case_delete,
+        name="case-delete",
+    ),
+    path("bots/<slug:slug>/quality/feedback/<int:feedback_id>/case/", quality.feedback_to_case, name="feedback-case"),
     path("bots/<slug:slug>/conversations/<int:pk>/rename/", views.conversation_rename, name="conversation-rename"),
     path("bots/<slug:slug>/conversations/<int:pk>/delete/", views.conversation_delete, name="conversation-delete"),
     path("answers/<int:message_id>/feedback/", views.feedback, name="feedback"),

@@ -346,21 +346,6 @@ def bot_unshare(request: HtmxHttpRequest, slug: str, share_id: int) -> HttpRespo
 
 
 @login_required
-@require_GET
-def bot_quality(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    bot = services.get_editable_bot(request.user, slug=slug)
-    feedback_rows = services.feedback_of(bot)
-    context = _bot_context(request, bot, "quality") | {
-        "feedback": feedback_rows[:100],
-        "helpful": feedback_rows.filter(rating=1).count(),
-        "unhelpful": feedback_rows.filter(rating=-1).count(),
-        "answers": retrieval.traces_of_bots([bot]).count(),
-        "refused": retrieval.traces_of_bots([bot]).filter(refused=True).count(),
-    }
-    return render(request, "bots/bot_quality.html", context)
-
-
-@login_required
 def profile(request: HtmxHttpRequest) -> HttpResponse:
     """Your API tokens: create one (its key is shown this once), see when each was last used, revoke."""
     new_key = None

@@ -37,3 +37,33 @@ def highlight(passage: str, sentences) -> str:
         if escaped and escaped in html:
             html = html.replace(escaped, f"<mark>{escaped}</mark>", 1)
     return mark_safe(html)
+
+
+@register.filter
+def metric(value) -> str:
+    """A 0–1 metric as three decimals; "–" where a run has no value (no case counted)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
+@register.filter
+def delta(value) -> str:
+    """A change in a metric with its sign: +0.120, −0.045, ±0 (no change), – (not comparable)."""
+    if value is None:
+        return "–"
+    if abs(value) < 0.0005:
+        return "±0"
+    return f"{'+' if value > 0 else '−'}{abs(value):.3f}"
+
+
+@register.filter
+def delta_class(value, lower_is_better: bool = False) -> str:
+    """The CSS class of a delta: better, worse or none; for some metrics a drop is the improvement."""
+    if value is None or abs(value) < 0.0005:
+        return ""
+    return "better" if (value > 0) != bool(lower_is_better) else "worse"
+
+
+@register.filter
+def get_item(mapping, key):
+    """mapping[key] for keys a template can't spell ("ndcg@10"); None when missing."""
+    return mapping.get(key) if hasattr(mapping, "get") else None

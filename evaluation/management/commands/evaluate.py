@@ -1,6 +1,7 @@
 """Run a test set against a bot from the command line, here in this process, and print its metrics."""
 
 import json
+import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -27,6 +28,10 @@ class Command(BaseCommand):
             run = services.start_run(chosen)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        if services.waiting_for_index(run.id):
+            self.stderr.write("Waiting for the bot's documents to finish indexing (a worker must be running)…")
+            while services.waiting_for_index(run.id):
+                time.sleep(2)
         with tqdm(total=chosen.cases.count(), unit="case", desc=f"Evaluating {bot.slug}") as bar:
             services.execute_run(run.id, on_case=lambda run: bar.update(run.cases_done - bar.n))
         run.refresh_from_db()
