@@ -101,3 +101,103 @@ def get_run(request, run_id: int):
 @router.get("/runs/{run_id}/cases", response=list[schemas.CaseResultOut])
 def list_run_cases(request, run_id: int):
     return evaluation.case_results(_run(request.user, run_id))
+
+
+def _fine_tune(user, fine_tune_id: int):
+    fine_tunes = evaluation.fine_tunes_of_bots(Bot.objects.editable_by(user))
+    fine_tune = fine_tunes.select_related("bot", "base_model", "embedding_model").filter(pk=fine_tune_id).first()
+    if fine_tune is None:
+        raise Http404("No such fine-tune.")
+    return fine_tune
+
+
+def _fine_tune_out(fine_tune) -> dict:
+    return {
+        "id": fine_tune.id,
+        "bot": fine_tune.bot_id,
+        "test_set": fine_tune.test_set_id,
+        "pairs_source": fine_tune.pairs_source,
+        "status": fine_tune.status,
+        "progress": fine_tune.progress,
+        "epochs": fine_tune.epochs,
+        "steps_done": fine_tune.steps_done,
+        "steps_total": fine_tune.steps_total,
+        "pair_count": fine_tune.pair_count,
+        "held_out_count": fine_tune.held_out_count,
+        "base_model": fine_tune.base_model.name if fine_tune.base_model_id else None,
+        "baseline": fine_tune.baseline,
+        "candidate": fine_tune.candidate,
+        "promotable": fine_tune.promotable and fine_tune.promoted_at is None,
+        "promoted": fine_tune.promoted_at is not None,
+        "embedding_model": fine_tune.embedding_model.name if fine_tune.embedding_model_id else None,
+        "error": fine_tune.error,
+        "created_at": fine_tune.created_at,
+        "started_at": fine_tune.started_at,
+        "finished_at": fine_tune.finished_at,
+        "promoted_at": fine_tune.promoted_at,
+    }
+
+
+@router.post("/bots/{bot_id}/fine-tunes", response={202: schemas.FineTuneStarted})
+def start_fine_tune(request, bot_id: int, payload: schemas.FineTuneIn):
+    """Fine-tune the bot's embedding model in the worker; learns from `test_set`'s cases, or the documents."""
+    bot = services.get_editable_bot(request.user, pk=bot_id)
+    test_set = None
+    if payload.test_set is not None:
+        test_set = evaluation.test_sets_of_bots([bot]).filter(pk=payload.test_set).first()
+        if test_set is None:
+            raise HttpError(400, "This bot has no such test set.")
+    try:
+        fine_tune = evaluation.start_fine_tune(bot, test_set=test_set, epochs=payload.epochs, started_by=request.user)
+    except evaluation.FineTuneConflict as exc:
+        raise HttpError(409, str(exc)) from exc
+    return Status(202, {"id": fine_tune.id, "status": fine_tune.status})
+
+
+@router.get("/bots/{bot_id}/fine-tunes", response=list[schemas.FineTuneOut])
+def list_fine_tunes(request, bot_id: int):
+    bot = services.get_editable_bot(request.user, pk=bot_id)
+    fine_tunes = evaluation.fine_tunes_of_bots([bot]).select_related("bot", "base_model", "embedding_model")
+    return [_fine_tune_out(fine_tune) for fine_tune in fine_tunes]
+
+
+@router.get("/fine-tunes/{fine_tune_id}", response=schemas.FineTuneOut)
+def get_fine_tune(request, fine_tune_id: int):
+    return _fine_tune_out(_fine_tune(request.user, fine_tune_id))
+
+
+@router.post("/fine-tunes/{fine_tune_id}/promote", response=schemas.PromotedOut)
+def promote_fine_tune(request, fine_tune_id: int):
+    """Make the fine-tuned model the bot's embedding model; the bot is re-embedded in the background.
+
+    The old index answers until the new one is complete. 409 unless the fine-tune is done,
+    beat the current model on its held-out cases, and was not promoted yet.
+    """
+    fine_tune = _fine_tune(request.user, fine_tune_id)
+    switched = []
+
+    def switch_bot(model) -> None:
+        switched.append(services.update_bot(fine_tune.bot, request.user, {"embedding_model": model}))
+
+    try:
+        model = evaluation.promote_fine_tune(fine_tune, switch_bot=switch_bot)
+    except evaluation.FineTuneConflict as exc:
+        raise HttpError(409, str(exc)) from exc
+    bot = switched[0]
+    return {
+        "fine_tune": fine_tune.id,
+        "embedding_model": model.name,
+        "dimensions": model.dimensions,
+        "config_version": bot.config_version,
+        "index_version": bot.index_version,
+    }
+
+
+@router.delete("/fine-tunes/{fine_tune_id}", response={204: None})
+def delete_fine_tune(request, fine_tune_id: int):
+    """Remove the fine-tune and its model files; 409 while it trains or while a bot embeds with its model."""
+    try:
+        evaluation.delete_fine_tune(_fine_tune(request.user, fine_tune_id))
+    except evaluation.FineTuneConflict as exc:
+        raise HttpError(409, str(exc)) from exc
+    return Status(204, None)

@@ -78,3 +78,46 @@ class ComparisonOut(Schema):
     config_diff: dict[str, list]
     improved: list[dict]
     regressed: list[dict]
+
+
+class FineTuneIn(Input):
+    test_set: int | None = Field(None, description="Learn from this test set's cases; without, from the documents.")
+    epochs: int = Field(1, ge=1, le=10)
+
+
+class FineTuneStarted(Schema):
+    id: int
+    status: str
+
+
+class FineTuneOut(Schema):
+    id: int
+    bot: int
+    test_set: int | None
+    pairs_source: str
+    status: str
+    progress: float
+    epochs: int
+    steps_done: int
+    steps_total: int
+    pair_count: int
+    held_out_count: int
+    base_model: str | None
+    baseline: dict
+    candidate: dict
+    promotable: bool
+    promoted: bool
+    embedding_model: str | None
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    promoted_at: datetime | None
+
+
+class PromotedOut(Schema):
+    fine_tune: int
+    embedding_model: str
+    dimensions: int
+    config_version: int
+    index_version: int

@@ -25,6 +25,15 @@ from django.db import IntegrityError, transaction
 from documents import services as documents
 from evaluation import metrics as measures
 from evaluation.drafts import CaseDraft, draft_of
+from evaluation.fine_tunes import (  # noqa: F401 - re-exported: the application layer's one door
+    FineTuneConflict,
+    delete_fine_tune,
+    fail_fine_tune,
+    fine_tunes_of_bots,
+    promote_fine_tune,
+    run_fine_tune,
+    start_fine_tune,
+)
 from evaluation.models import CaseResult, EvaluationRun, TestCase, TestSet
 from retrieval import services as retrieval
 

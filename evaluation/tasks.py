@@ -14,3 +14,14 @@ class EvaluationTask(Task):
 @shared_task(base=EvaluationTask, acks_late=True, reject_on_worker_lost=True)
 def run_evaluation(run_id: int) -> None:
     services.execute_run(run_id)
+
+
+class FineTuneTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # A crash outside run_fine_tune's own handling must not leave the fine-tune "running".
+        services.fail_fine_tune(args[0], "The fine-tune stopped unexpectedly; it has been logged.")
+
+
+@shared_task(base=FineTuneTask, acks_late=True, reject_on_worker_lost=True)
+def fine_tune(fine_tune_id: int) -> None:
+    services.run_fine_tune(fine_tune_id)

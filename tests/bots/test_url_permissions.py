@@ -36,7 +36,7 @@ def created(expected: dict, code: int) -> dict:
 
 
 # route → (method, path template, body, expected status per role). {bot}, {slug}, {document}, {share},
-# {conversation}, {question}, {answer}, {trace}, {test_set}, {run} are the owner's objects.
+# {conversation}, {question}, {answer}, {trace}, {test_set}, {run}, {fine_tune} are the owner's objects.
 WEB = {
     "bots:list": ("get", "/", None, {role: 200 for role in ROLES}),
     "bots:profile": ("get", "/profile/", None, {role: 200 for role in ROLES}),
@@ -103,6 +103,11 @@ API = {
     "api:get_run": ("get", "/api/v1/runs/{run}", None, EDITORS),
     "api:list_run_cases": ("get", "/api/v1/runs/{run}/cases", None, EDITORS),
     "api:compare_runs": ("get", "/api/v1/runs/compare?a={run}&b={run}", None, EDITORS),
+    "api:start_fine_tune": ("post", "/api/v1/bots/{bot}/fine-tunes", {}, created(EDITORS, 202)),
+    "api:list_fine_tunes": ("get", "/api/v1/bots/{bot}/fine-tunes", None, EDITORS),
+    "api:get_fine_tune": ("get", "/api/v1/fine-tunes/{fine_tune}", None, EDITORS),
+    "api:promote_fine_tune": ("post", "/api/v1/fine-tunes/{fine_tune}/promote", {}, created(EDITORS, 409)),
+    "api:delete_fine_tune": ("delete", "/api/v1/fine-tunes/{fine_tune}", None, created(EDITORS, 204)),
     "openai:models": ("get", "/v1/models", None, {role: 200 for role in ROLES}),
     "openai:model": ("get", "/v1/models/{slug}", None, CHATTERS),
     "openai:chat-completions": (
@@ -165,12 +170,15 @@ def world(owner, django_user_model):
     run = evaluation.start_run(test_set)
     run.start(1)
     run.finish({})
+    fine_tune = evaluation.start_fine_tune(bot)
+    fine_tune.fail("Stopped.")
     return {
         "people": people,
         "ids": {
             "bot": bot.id, "slug": bot.slug, "document": document.document.id, "share": share.id,
             "conversation": conversation.id, "question": answer.in_reply_to_id, "answer": answer.id,
             "trace": answer.trace_id, "token": token.id, "test_set": test_set.id, "run": run.id,
+            "fine_tune": fine_tune.id,
         },
     }  # fmt: skip
 
