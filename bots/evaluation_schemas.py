@@ -69,6 +69,8 @@ class CaseResultOut(Schema):
     refused: bool
     timings_ms: dict
     metrics: dict
+    # The LLM judge's {"faithfulness", "relevance", "reasoning"} (or {"error"}); {} without a judge.
+    judgement: dict = Field(default_factory=dict)
 
 
 class ComparisonOut(Schema):

@@ -240,6 +240,8 @@ DOCENT_MAX_UPLOAD_REQUEST_MB = env_int("DOCENT_MAX_UPLOAD_REQUEST_MB", 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DOCENT_MAX_REQUEST_KB", 2560) * 1024
 DOCENT_EMBEDDING_BATCH_SIZE = env_int("DOCENT_EMBEDDING_BATCH_SIZE", 32)
 DOCENT_OTEL_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+# Every finished evaluation run is also logged here (evaluation/tracking.py); empty: not logged.
+MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI")
 DOCENT_HNSW_EF_SEARCH = env_int("DOCENT_HNSW_EF_SEARCH", 100)
 DOCENT_MAX_PAGES = env_int("DOCENT_MAX_PAGES", 5000)
 # A .docx is a ZIP: what it may unpack to, checked before any part is inflated (zip bombs).

@@ -23,7 +23,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 
 from documents import services as documents
+from evaluation import judge as judging
 from evaluation import metrics as measures
+from evaluation import tracking
 from evaluation.drafts import CaseDraft, draft_of
 from evaluation.fine_tunes import (  # noqa: F401 - re-exported: the application layer's one door
     FineTuneConflict,
@@ -349,7 +351,8 @@ def execute_run(run_id: int, on_case: Callable[[EvaluationRun], None] | None = N
         cases = list(run.test_set.cases.prefetch_related("expected_documents"))
         if run.status == EvaluationRun.Status.QUEUED:
             run.config_version = run.bot.config_version
-            run.save(update_fields=["config_version"])
+            run.judge = judging.judge_of(run.bot)  # fixed for the run, as its config version is
+            run.save(update_fields=["config_version", "judge"])
             run.start(len(cases))
         done = set(run.results.values_list("case_id", flat=True))
         if run.cases_done != len(done):  # resumed after a crash between a result and its count
@@ -361,6 +364,7 @@ def execute_run(run_id: int, on_case: Callable[[EvaluationRun], None] | None = N
                 if on_case is not None:
                     on_case(run)
         run.finish(run_metrics(run))
+        tracking.log_run(run)  # never raises: a tracking failure is noted on the run
     except Exception as exc:
         logger.exception("Evaluation run %s failed", run_id)
         run.refresh_from_db()
@@ -412,7 +416,7 @@ def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
     ranked = [chunk.document_id for chunk in found.chunks]
     relevant = _relevant(case)
     per_case = measures.retrieval_per_case([measures.RetrievalCase(case.id, ranked, relevant)])
-    return CaseResult(
+    result = CaseResult(
         run=run,
         case=case,
         retrieved_chunks=[chunk.chunk_id for chunk in found.chunks],
@@ -427,6 +431,8 @@ def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
         timings_ms={"search": search_ms, "answer": trace.timings_ms.get("total")},
         metrics=per_case.get(case.id, {}),
     )
+    result.judgement = judging.judge_case(run, case.question, answer, found.chunks)
+    return result
 
 
 def run_metrics(run: EvaluationRun) -> dict:
@@ -449,6 +455,7 @@ def run_metrics(run: EvaluationRun) -> dict:
         **measures.answer_metrics(answer_cases),
         "cases": len(results),
         "retrieval_cases": sum(case.has_relevant for case in retrieval_cases),
+        **(judging.judge_metrics((result.judgement, result.refused) for result in results) if run.judge else {}),
     }
 
 
@@ -479,6 +486,7 @@ def compare_runs(a: EvaluationRun, b: EvaluationRun) -> dict:
     if a.status != EvaluationRun.Status.DONE or b.status != EvaluationRun.Status.DONE:
         raise ValueError("Both runs must be done before they can be compared.")
     names = [*measures.RETRIEVAL_MEASURES, *measures.ANSWER_METRICS]
+    names += [name for name in judging.JUDGE_METRICS if name in a.metrics or name in b.metrics]
     deltas = measures.metric_deltas(
         {name: a.metrics.get(name) for name in names}, {name: b.metrics.get(name) for name in names}
     )
@@ -552,27 +560,19 @@ def case_results(run: EvaluationRun) -> list[dict]:
             "refused": result.refused,
             "timings_ms": result.timings_ms,
             "metrics": result.metrics,
+            "judgement": result.judgement,
         }
         for result in results
     ]
 
 
 def generate_test_set(bot, name: str, *, count: int = 20, unanswerable: int = 3, seed: int = 0, created_by=None):
-    """A rule-based test set from the bot's own indexed passages (see evaluation.generators)."""
-    from evaluation import generators
+    """Cases written from the bot's own passages, by its LLM or by rule, plus held-out unanswerable ones.
 
-    if not 1 <= count <= 500 or not 0 <= unanswerable <= len(generators.HELD_OUT_QUESTIONS):
-        raise ValueError(f"Ask for 1 to 500 questions and 0 to {len(generators.HELD_OUT_QUESTIONS)} unanswerable ones.")
-    passages = [
-        generators.Passage(document=filename, text=text)
-        for filename, text in retrieval.active_chunks(bot).values_list("document__filename", "text")[:5000]
-    ]
-    generated = generators.generate(passages, count, unanswerable, seed)
-    if not any(case.document for case in generated):
-        raise ValueError("The bot's documents have no sentence to ask about yet; add or finish indexing documents.")
-    cases = [
-        CaseDraft(question=case.question, expected_documents=[case.document] if case.document else [],
-                  answerable=case.document is not None, reference_answer=case.source)
-        for case in generated
-    ]  # fmt: skip
-    return create_test_set(bot, name, cases, created_by=created_by, generator=TestCase.Generator.RULE_BASED)
+    See evaluation.generation.
+    """
+    from evaluation import generation
+
+    return generation.generate_test_set(
+        bot, name, count=count, unanswerable=unanswerable, seed=seed, created_by=created_by
+    )

@@ -1,12 +1,14 @@
 """A local server that speaks the OpenAI chat-completions protocol (JSON and SSE), for tests.
 
-Its replies echo the last message unless a test sets `reply` to a fixed text; delays
+Its replies echo the last message unless a test sets `reply` to a fixed text or `reply_for`
+to a function of the request; delays
 make streaming observable.
 """
 
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API_KEY = "sk-test-key"
@@ -26,6 +28,8 @@ class ChatServer(ThreadingHTTPServer):
         self.rejects_stream_options = False  # like servers that predate it
         self.reports_stream_usage = True  # False: accepts stream_options but ignores it
         self.reply: str | None = None  # a fixed answer instead of the echo
+        # Answers per request: given the request body, the reply text (None falls back to the above).
+        self.reply_for: Callable[[dict], str | None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -58,7 +62,8 @@ class ChatHandler(BaseHTTPRequestHandler):
         if "stream_options" in body and self.server.rejects_stream_options:
             return self._send_error(400, "Unrecognized request argument supplied: stream_options", None)
 
-        reply = self.server.reply or "Echo: " + body["messages"][-1]["content"]
+        reply = (self.server.reply_for and self.server.reply_for(body)) or self.server.reply
+        reply = reply or "Echo: " + body["messages"][-1]["content"]
         prompt_tokens = sum(len(message["content"].split()) for message in body["messages"])
         usage = {
             "prompt_tokens": prompt_tokens,
