@@ -1,6 +1,7 @@
 """Fine-tuning a bot's embedding model: training in the worker, the held-out verdict, promotion, removal."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -125,6 +126,7 @@ def test_a_fine_tune_learns_the_bots_jargon_and_promotion_re_embeds_the_bot_whil
     assert in_use.status_code == 409 and bot.name in in_use.json()["detail"]
     assert row.folder.exists()
     assert owner_api.get(f"/api/v1/bots/{bot.id}/fine-tunes").json()[0]["embedding_model"] == row.model_path
+    shutil.rmtree(row.folder)  # the test database is emptied without deleting rows one by one
 
 
 @pytest.mark.django_db(transaction=True)
@@ -152,6 +154,13 @@ def test_a_fine_tune_whose_worker_died_twice_is_failed_rather_than_started_again
     assert fine_tune.status == "failed" and "twice" in fine_tune.error
 
 
+@pytest.fixture
+def models_dir(settings, tmp_path):
+    """Fine-tuned models of tests that train nothing go to a temporary folder, not the data directory."""
+    settings.DATA_DIR = tmp_path
+    return tmp_path / "models"
+
+
 def done_fine_tune(bot, *, baseline: float, candidate: float) -> FineTune:
     """A fine-tune that finished with these held-out nDCG@10 figures (no training: only its verdict matters)."""
     fine_tune = services.start_fine_tune(bot)
@@ -168,6 +177,7 @@ def done_fine_tune(bot, *, baseline: float, candidate: float) -> FineTune:
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("models_dir")
 def test_promotion_is_refused_until_the_fine_tune_is_done_and_better(bot, owner_api):
     queued = services.start_fine_tune(bot)
     answer = owner_api.post(f"/api/v1/fine-tunes/{queued.id}/promote")
@@ -201,6 +211,7 @@ def test_only_one_fine_tune_of_a_bot_trains_at_a_time_and_bad_input_is_a_readabl
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("models_dir")
 def test_removing_a_fine_tune_deletes_its_folder_and_row(bot, owner_api, django_capture_on_commit_callbacks):
     fine_tune = done_fine_tune(bot, baseline=0.5, candidate=0.4)
     folder = fine_tune.folder
@@ -219,6 +230,7 @@ def test_removing_a_fine_tune_deletes_its_folder_and_row(bot, owner_api, django_
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("role", "status"), [("owner", 200), ("editor", 200), ("member", 404), ("outsider", 404)])
+@pytest.mark.usefixtures("models_dir")
 def test_only_editors_reach_a_bots_fine_tunes(bot, owner, member, outsider, django_user_model, role, status):
     editor = django_user_model.objects.create_user("edna", password="editor-pass-123")
     bots.share_bot(bot, username="edna", role=BotShare.Role.EDITOR)
