@@ -21,11 +21,23 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from documents import services as documents
 from evaluation import judge as judging
 from evaluation import metrics as measures
 from evaluation import tracking
+from evaluation.cases import (  # noqa: F401 - re-exported: the application layer's one door
+    FEEDBACK_SET_NAME,
+    add_case,
+    add_feedback_case,
+    cases_needing_documents,
+    default_test_set,
+    delete_case,
+    delete_test_set,
+    set_default_test_set,
+    update_case,
+)
 from evaluation.drafts import CaseDraft, draft_of
 from evaluation.fine_tunes import (  # noqa: F401 - re-exported: the application layer's one door
     FineTuneConflict,
@@ -42,8 +54,12 @@ from retrieval import services as retrieval
 logger = logging.getLogger(__name__)
 
 MAX_CASES = 10_000
+# Metrics where a drop is an improvement (the Quality tab colours deltas by it).
+LOWER_IS_BETTER = measures.LOWER_IS_BETTER
 # Search depth per case: recall@100 needs a hundred candidates (fusion may return fewer).
 SEARCH_DEPTH = 100
+# How long a queued run waits for its bot's re-indexing before it gives up.
+INDEX_WAIT_SECONDS = 3600
 # --- Test sets -------------------------------------------------------------------------
 
 
@@ -528,6 +544,29 @@ def _case_change(case: TestCase, old: CaseResult, new: CaseResult) -> int:
     if -1 in signs:
         return -1
     return 1 if 1 in signs else 0
+
+
+def waiting_for_index(run_id: int) -> bool:
+    """True while a queued run's bot is still re-indexing for its current settings.
+
+    A run measures the bot's current config version, so after a chunking or
+    embedding-model change it waits until the new index answers (the old one would be
+    measured under the new version's name), and it waits for documents still being
+    ingested (a BEIR import queues its whole corpus just before its first run). After
+    INDEX_WAIT_SECONDS the run is failed with the reason instead of waiting for ever.
+    """
+    run = EvaluationRun.objects.select_related("bot").filter(pk=run_id).first()
+    if run is None or run.status != EvaluationRun.Status.QUEUED:
+        return False
+    indexed, total = documents.reindex_progress(run.bot)
+    ingesting = documents.documents_of_bots([run.bot]).exclude(status__in=documents.Document.FINAL_STATUSES).count()
+    if indexed >= total and not ingesting:
+        return False
+    if (timezone.now() - run.created_at).total_seconds() > INDEX_WAIT_SECONDS:
+        minutes = INDEX_WAIT_SECONDS // 60
+        run.fail(f"The bot's documents were still being indexed after {minutes} minutes, so the run did not start.")
+        return False
+    return True
 
 
 def fail_run(run_id: int, reason: str) -> None:

@@ -4,6 +4,8 @@ from celery import Task, shared_task
 
 from evaluation import services
 
+INDEX_POLL_SECONDS = 5
+
 
 class EvaluationTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
@@ -11,8 +13,11 @@ class EvaluationTask(Task):
         services.fail_run(args[0], "The evaluation stopped unexpectedly; it has been logged.")
 
 
-@shared_task(base=EvaluationTask, acks_late=True, reject_on_worker_lost=True)
-def run_evaluation(run_id: int) -> None:
+@shared_task(base=EvaluationTask, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_evaluation(self, run_id: int) -> None:
+    if services.waiting_for_index(run_id):
+        # Asked again later rather than holding a worker; waiting_for_index gives up after an hour.
+        raise self.retry(countdown=INDEX_POLL_SECONDS)
     services.execute_run(run_id)
 
 

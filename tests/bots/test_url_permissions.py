@@ -36,7 +36,7 @@ def created(expected: dict, code: int) -> dict:
 
 
 # route → (method, path template, body, expected status per role). {bot}, {slug}, {document}, {share},
-# {conversation}, {question}, {answer}, {trace}, {test_set}, {run}, {fine_tune} are the owner's objects.
+# {conversation}, {question}, {answer}, {trace}, {test_set}, {run}, {fine_tune}, {case}, {feedback} are the owner's objects.
 WEB = {
     "bots:list": ("get", "/", None, {role: 200 for role in ROLES}),
     "bots:profile": ("get", "/profile/", None, {role: 200 for role in ROLES}),
@@ -52,6 +52,21 @@ WEB = {
     "bots:sharing": ("get", "/bots/{slug}/sharing/", None, EDITORS),
     "bots:unshare": ("post", "/bots/{slug}/sharing/{share}/remove/", {}, redirects(EDITORS)),
     "bots:quality": ("get", "/bots/{slug}/quality/", None, EDITORS),
+    "bots:runs-table": ("get", "/bots/{slug}/quality/runs/", None, EDITORS),
+    "bots:run": ("get", "/bots/{slug}/quality/runs/{run}/", None, EDITORS),
+    "bots:compare": ("get", "/bots/{slug}/quality/compare/?a={run}&b={run}", None, EDITORS),
+    "bots:test-set-create": ("post", "/bots/{slug}/quality/test-sets/", {"name": "x"}, redirects(EDITORS)),
+    "bots:test-set-import": ("post", "/bots/{slug}/quality/test-sets/import/", {}, redirects(EDITORS)),
+    "bots:test-set-generate": ("post", "/bots/{slug}/quality/test-sets/generate/", {"count": "x"}, redirects(EDITORS)),
+    "bots:test-set": ("get", "/bots/{slug}/quality/test-sets/{test_set}/", None, EDITORS),
+    "bots:test-set-delete": ("post", "/bots/{slug}/quality/test-sets/{test_set}/delete/", {}, redirects(EDITORS)),
+    "bots:test-set-default": ("post", "/bots/{slug}/quality/test-sets/{test_set}/default/", {}, redirects(EDITORS)),
+    "bots:run-start": ("post", "/bots/{slug}/quality/test-sets/{test_set}/runs/", {}, redirects(EDITORS)),
+    "bots:case": ("get", "/bots/{slug}/quality/test-sets/{test_set}/cases/{case}/", None, EDITORS),
+    "bots:case-delete": (
+        "post", "/bots/{slug}/quality/test-sets/{test_set}/cases/{case}/delete/", {}, redirects(EDITORS),
+    ),
+    "bots:feedback-case": ("post", "/bots/{slug}/quality/feedback/{feedback}/case/", {}, redirects(EDITORS)),
     "bots:conversation-rename": (
         "post", "/bots/{slug}/conversations/{conversation}/rename/", {"title": "x"}, redirects(OWNER_ONLY),
     ),
@@ -166,6 +181,7 @@ def world(owner, django_user_model):
     document = documents.add_document(bot, SimpleUploadedFile("canteen.txt", b"The canteen opens at 11:30."), False)
     conversation, answer = bots.ask(bot, owner, "When does the canteen open?")
     token, _ = ApiToken.issue(owner)
+    feedback = bots.give_feedback(owner, answer.id, -1)
     test_set = evaluation.create_test_set(bot, "Basics", [{"question": "When?", "expected_documents": ["canteen.txt"]}])
     run = evaluation.start_run(test_set)
     run.start(1)
@@ -178,7 +194,7 @@ def world(owner, django_user_model):
             "bot": bot.id, "slug": bot.slug, "document": document.document.id, "share": share.id,
             "conversation": conversation.id, "question": answer.in_reply_to_id, "answer": answer.id,
             "trace": answer.trace_id, "token": token.id, "test_set": test_set.id, "run": run.id,
-            "fine_tune": fine_tune.id,
+            "fine_tune": fine_tune.id, "case": test_set.cases.get().id, "feedback": feedback.id,
         },
     }  # fmt: skip
 
