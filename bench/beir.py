@@ -1,17 +1,28 @@
 """Retrieval quality on a BEIR set, through Docent's own services.
 
-Imports a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) into a fresh bot
-with evaluation.services (one text document per corpus entry), ingests it in-process
-with the real pipeline, then prints JSON lines with nDCG@10, MRR@10 and recall@100 of
-the judged queries for vector-only, keyword-only and hybrid search.
+Imports a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) into a bot with
+evaluation.services (one text document per corpus entry), ingests it in-process with
+the real pipeline, then prints JSON lines with nDCG@10, MRR@10 and recall@100 of the
+judged queries for vector-only, keyword-only and hybrid search.
 
-    DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/beir.py ../shared/data/beir/nfcorpus [--queries 100 --corpus 500]
+    DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/beir.py ../shared/data/beir/nfcorpus --reuse [--split dev]
 
-Search keeps 40 candidates per method before fusion (retrieval.services), so recall@100
-is over at most 80 fused chunks; a method weighted 0 still adds its candidates (ranked
-last), so recall@100 is the same for all three. Ingestion runs one document at a time
-(~1-2 documents/s on a busy 2-core machine): --corpus bounds it. Fine-tuned models are
-not built yet: that line says so.
+Tune on the dev split (`--split dev`, qrels/dev.tsv), report the test split (the
+default): retrieval defaults chosen by looking at test figures would overstate them.
+
+Ingestion runs one document at a time (~1 document/s on a busy 2-core machine, an
+hour for nfcorpus). `--reuse` keeps the bot (named after the folder and --corpus) and
+picks it up on the next run, ingesting only documents not yet ready, so an interrupted
+ingest resumes and later runs (another split, another setting) measure at once;
+`--ingest-only` stops after ingesting. `--corpus`/`--queries` bound a quick run; their
+figures are not comparable to published ones.
+
+Search takes max(100, k) candidates per method before fusion (retrieval.search) and
+evaluation asks for 100 chunks, so recall@100 counts the distinct documents among 100
+chunks (fewer than 100 documents when a document has several matching chunks). A
+method weighted 0 still adds its candidates (ranked last), so recall@100 is the same
+for all three configurations. Each configuration is one call of measure(); a new one
+(hybrid with a fine-tuned model, say) is one more call with its own bot changes.
 """
 
 from __future__ import annotations
@@ -39,16 +50,43 @@ def emit(**figures) -> None:
     print(json.dumps(figures), flush=True)
 
 
+def measure(test_set, bot, user, config: str, changes: dict, *, set_name: str) -> dict:
+    """Apply `changes` to `bot` (fusion weights, or later a fine-tuned model), measure `test_set`, print a line.
+
+    One line per configuration: new configurations (say, hybrid with a fine-tuned model)
+    call this with their own `changes`.
+    """
+    from bots import services as bots
+    from evaluation import services as evaluation
+
+    bot = bots.update_bot(bot, user, changes)
+    started = time.perf_counter()
+    metrics = evaluation.evaluate_retrieval(test_set, bot)
+    figures = dict(
+        metric="retrieval", set=set_name, split=test_set.name.rsplit("-", 1)[-1], config=config,
+        queries=metrics["retrieval_cases"], ndcg_10=round(metrics["ndcg@10"], 4), mrr_10=round(metrics["mrr@10"], 4),
+        recall_100=round(metrics["recall@100"], 4), seconds=round(time.perf_counter() - started, 1),
+    )  # fmt: skip
+    emit(**figures)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="qrels/<split>.tsv: tune on dev, report test.")
     parser.add_argument("--queries", type=int, default=0, help="Only the first N judged queries (0: all).")
     parser.add_argument(
         "--corpus", type=int, default=0,
         help="At most N documents: those judged for the chosen queries, then others in file order (0: all). "
         "A smaller corpus is easier: figures are then not comparable to published ones.",
     )  # fmt: skip
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="Keep the bot (named after the folder and --corpus) for the next run, and reuse it if it exists: "
+        "only documents not yet ready are ingested. Without it a fresh bot is made and deleted afterwards.",
+    )  # fmt: skip
+    parser.add_argument("--ingest-only", action="store_true", help="Import and ingest, measure nothing.")
     args = parser.parse_args()
     if not (args.folder / "corpus.jsonl").is_file():
         parser.error(f"{args.folder} holds no corpus.jsonl: pass a BEIR folder")
@@ -61,8 +99,11 @@ def main() -> None:
     from tqdm import tqdm
 
     from bots import services as bots
+    from bots.models import Bot
     from documents import services as documents
+    from documents.models import Document
     from evaluation import services as evaluation
+    from evaluation.models import TestSet
 
     call_command("migrate", verbosity=0)
     beir = evaluation.read_beir_folder(args.folder, split=args.split)
@@ -73,28 +114,35 @@ def main() -> None:
         keep = list(dict.fromkeys([*judged, *beir.corpus]))[: max(args.corpus, len(judged))]
         beir.corpus = {corpus_id: beir.corpus[corpus_id] for corpus_id in keep}
     user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
-    bot = bots.create_bot(user, f"beir-{args.folder.name}-{time.time_ns()}")
+    bot_name = f"beir-{args.folder.name}" + (f"-corpus{args.corpus}" if args.corpus else "")
+    bot = Bot.objects.filter(owner=user, name=bot_name).first() if args.reuse else None
+    if bot is None:
+        bot = bots.create_bot(user, bot_name if args.reuse else f"{bot_name}-{time.time_ns()}")
+    set_name = f"{args.folder.name}" + (f"-q{args.queries}" if args.queries else "") + f"-{args.split}"
 
     started = time.perf_counter()
-    test_set = evaluation.import_beir(bot, beir, name=args.folder.name, created_by=user, enqueue=False)
-    versions = list(bot.documents.values_list("current_version_id", flat=True))
+    test_set = TestSet.objects.filter(bot=bot, name=set_name).first()
+    if test_set is None:
+        # Entries the bot already holds with the same text are left as they are (another split, say).
+        test_set = evaluation.import_beir(bot, beir, name=set_name, created_by=user, enqueue=False)
+    versions = list(
+        bot.documents.exclude(status__in=Document.FINAL_STATUSES).values_list("current_version_id", flat=True)
+    )
     for version_id in tqdm(versions, desc="ingest", file=sys.stderr):
         documents.ingest_version(version_id)
     failed = bot.documents.exclude(status="ready").count()
-    emit(metric="import", set=args.folder.name, documents=len(versions), failed=failed, subset=bool(args.corpus),
-         cases=test_set.cases.count(), seconds=round(time.perf_counter() - started, 1))  # fmt: skip
-
-    for name, weights in CONFIGS.items():
-        bot = bots.update_bot(bot, user, weights)
-        started = time.perf_counter()
-        metrics = evaluation.evaluate_retrieval(test_set, bot)
+    emit(metric="import", set=args.folder.name, documents=bot.documents.count(), ingested=len(versions),
+         failed=failed, subset=bool(args.corpus), cases=test_set.cases.count(),
+         seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    if not args.ingest_only:
+        for name, weights in CONFIGS.items():
+            measure(test_set, bot, user, name, weights, set_name=args.folder.name)
+        # The lead adds the fine-tuned line here: measure(..., "hybrid+fine-tuned", {"embedding_model": ...}).
         emit(
-            metric="retrieval", set=args.folder.name, config=name, queries=metrics["retrieval_cases"],
-            ndcg_10=round(metrics["ndcg@10"], 4), mrr_10=round(metrics["mrr@10"], 4),
-            recall_100=round(metrics["recall@100"], 4), seconds=round(time.perf_counter() - started, 1),
-        )  # fmt: skip
-    emit(metric="retrieval", set=args.folder.name, config="hybrid+fine-tuned", skipped="fine-tuning is not built yet")
-    bot.delete()
+            metric="retrieval", set=args.folder.name, config="hybrid+fine-tuned", skipped="fine-tuning is not built yet"
+        )
+    if not args.reuse:
+        bot.delete()
 
 
 if __name__ == "__main__":

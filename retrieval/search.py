@@ -1,7 +1,7 @@
 """Hybrid search over a bot's chunks: vector, keyword and identifier queries, fused, optionally reranked.
 
 The vector query uses pgvector's HNSW index (cosine), the keyword queries Postgres
-full-text search; reciprocal-rank fusion merges the rankings.
+full-text search (ranked by BM25, retrieval.keyword); reciprocal-rank fusion merges the rankings.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from documents.models import Chunk
 from retrieval.answerers import ScoredChunk
 from retrieval.embedding import embed_texts, embedding_model_for
 from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.keyword import bm25_search
 from retrieval.models import EmbeddingModel, Reranker
 
 logger = logging.getLogger(__name__)
 
-# How many candidates each of the two searches contributes before fusion.
-CANDIDATES_PER_SEARCH = 40
+# How many candidates each search contributes before fusion, at least (a search for more
+# chunks than this takes `k` from each). Fusion can only promote what some list holds:
+# a passage ranked 50th by meaning and 60th by keywords beats one ranked 5th by one
+# method alone, so shallow lists cost quality (measured on BEIR nfcorpus, bench/beir.py).
+CANDIDATES_PER_SEARCH = 100
 # How many fused candidates a reranker re-scores.
 RERANK_CANDIDATES = 20
 
@@ -117,8 +121,9 @@ def identifiers_in(query: str) -> list[str]:
 def identifier_search(chunks, query: str, limit: int) -> list[tuple]:
     """(chunk id, rank) of chunks containing every code/identifier of the query, best first.
 
-    Postgres ranks without inverse document frequency, so a rare code weighs no more
-    than "printer"; this list gives exact identifiers the weight BM25 would.
+    Keyword search ORs the words, so a passage with many other query words can
+    outrank the one with the code; this list of passages holding every code as written
+    is a third ranking for fusion, weighted like keyword search.
     """
     identifiers = identifiers_in(query)
     if not identifiers:
@@ -134,15 +139,11 @@ def identifier_search(chunks, query: str, limit: int) -> list[tuple]:
 
 
 def keyword_search(chunks, query: str, limit: int) -> list[tuple]:
-    """(chunk id, rank) of full-text matches, best first; headings weigh more than body text."""
-    tsquery = SearchQuery(keyword_query(query), search_type="websearch", config="english")
-    hits = (
-        chunks.filter(search_vector=tsquery)
-        .annotate(rank=SearchRank(F("search_vector"), tsquery, normalization=32))
-        .order_by("-rank", "id")
-        .values_list("id", "rank")[:limit]
-    )
-    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+    """(chunk id, BM25 score) of full-text matches, best first; headings weigh more than body text.
+
+    See retrieval.keyword: rare terms weigh more than common ones, unlike Postgres's ts_rank.
+    """
+    return bm25_search(chunks, query[:KEYWORD_QUERY_MAX_CHARS], keyword_query(query), limit)
 
 
 def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -> SearchResult:
@@ -157,10 +158,11 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
     watch.lap("embed")
 
     chunks = active_chunks(bot, document_ids)
-    vector_scores = dict(vector_search(chunks, model, query_vector, CANDIDATES_PER_SEARCH))
+    depth = max(CANDIDATES_PER_SEARCH, k)
+    vector_scores = dict(vector_search(chunks, model, query_vector, depth))
     watch.lap("vector")
-    keyword_scores = dict(keyword_search(chunks, query, CANDIDATES_PER_SEARCH))
-    identifier_hits = [chunk_id for chunk_id, _ in identifier_search(chunks, query, CANDIDATES_PER_SEARCH)]
+    keyword_scores = dict(keyword_search(chunks, query, depth))
+    identifier_hits = [chunk_id for chunk_id, _ in identifier_search(chunks, query, depth)]
     watch.lap("keyword")
 
     fused = reciprocal_rank_fusion(
