@@ -92,6 +92,8 @@ def get_run(request, run_id: int):
         "config_version": run.config_version,
         "metrics": run.metrics,
         "error": run.error,
+        "judge": run.judge,
+        "mlflow_run_id": run.mlflow_run_id,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,

@@ -46,7 +46,9 @@ class RunOut(Schema):
     progress: float
     config_version: int
     metrics: dict
-    error: str
+    error: str = Field(description="Why a failed run stopped; on a done run, a note (e.g. not logged to MLflow).")
+    judge: dict = Field(description='{"provider", "model"} of the LLM judge the run used; {} without one.')
+    mlflow_run_id: str = Field(description="The MLflow run this run was logged to; empty when not logged.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
@@ -126,6 +127,13 @@ def _runs_context(bot: Bot) -> dict:
     }
 
 
+def _fine_tunes_context(bot: Bot) -> dict:
+    fine_tunes = list(
+        evaluation.fine_tunes_of_bots([bot]).select_related("test_set", "base_model", "embedding_model")[:20]
+    )
+    return {"fine_tunes": fine_tunes, "fine_tunes_polling": any(not ft.is_final for ft in fine_tunes)}
+
+
 def _chart(bot: Bot, test_set):
     if test_set is None:
         return None
@@ -149,6 +157,7 @@ def bot_quality(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     context = (
         _bot_context(request, bot, "quality")
         | _runs_context(bot)
+        | _fine_tunes_context(bot)
         | {
             "test_sets": test_sets,
             "new_set_form": NewTestSetForm(bot=bot),
@@ -394,3 +403,69 @@ def feedback_to_case(request: HtmxHttpRequest, slug: str, feedback_id: int) -> H
 def _form_errors(form: forms.Form) -> str:
     return " ".join(f"{form.fields[name].label or name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
                     for name, errors in form.errors.items())  # fmt: skip
+
+
+@login_required
+@require_GET
+def fine_tunes_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    return render(request, QUALITY_TEMPLATE + "#fine-tunes", {"bot": bot} | _fine_tunes_context(bot))
+
+
+@login_required
+@require_POST
+def fine_tune_start(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    source = request.POST.get("test_set", "")
+    test_set = _test_set(bot, int(source)) if source.isdigit() else None
+    epochs = request.POST.get("epochs", "1")
+    try:
+        if not epochs.isdigit():
+            raise ValueError("Give the number of epochs as a whole number from 1 to 10.")
+        evaluation.start_fine_tune(bot, test_set=test_set, epochs=int(epochs), started_by=request.user)
+    except ValueError as exc:  # FineTuneConflict is one too
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Fine-tuning started in the background; this page shows its progress.")
+    return redirect(reverse("bots:quality", args=[bot.slug]) + "#fine-tunes-card")
+
+
+def _fine_tune(bot: Bot, fine_tune_id: int):
+    fine_tune = evaluation.fine_tunes_of_bots([bot]).filter(pk=fine_tune_id).first()
+    if fine_tune is None:
+        raise Http404("No such fine-tune.")
+    return fine_tune
+
+
+@login_required
+@require_POST
+def fine_tune_promote(request: HtmxHttpRequest, slug: str, fine_tune_id: int) -> HttpResponse:
+    """Switch the bot to the fine-tuned model through the ordinary settings change (a new config version)."""
+    bot = services.get_editable_bot(request.user, slug=slug)
+    fine_tune = _fine_tune(bot, fine_tune_id)
+    try:
+        model = evaluation.promote_fine_tune(
+            fine_tune, switch_bot=lambda model: services.update_bot(bot, request.user, {"embedding_model": model})
+        )
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"The bot now embeds with {model.name}. Its documents are being re-embedded; "
+            "answers use the previous index until that is done.",
+        )
+    return redirect(reverse("bots:quality", args=[bot.slug]) + "#fine-tunes-card")
+
+
+@login_required
+@require_POST
+def fine_tune_delete(request: HtmxHttpRequest, slug: str, fine_tune_id: int) -> HttpResponse:
+    bot = services.get_editable_bot(request.user, slug=slug)
+    try:
+        evaluation.delete_fine_tune(_fine_tune(bot, fine_tune_id))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Fine-tuned model removed.")
+    return redirect(reverse("bots:quality", args=[bot.slug]) + "#fine-tunes-card")

@@ -42,6 +42,18 @@ urlpatterns = [
         quality.case_delete,
         name="case-delete",
     ),
+    path("bots/<slug:slug>/quality/fine-tunes/", quality.fine_tune_start, name="fine-tune-start"),
+    path("bots/<slug:slug>/quality/fine-tunes/table/", quality.fine_tunes_table, name="fine-tunes-table"),
+    path(
+        "bots/<slug:slug>/quality/fine-tunes/<int:fine_tune_id>/promote/",
+        quality.fine_tune_promote,
+        name="fine-tune-promote",
+    ),
+    path(
+        "bots/<slug:slug>/quality/fine-tunes/<int:fine_tune_id>/delete/",
+        quality.fine_tune_delete,
+        name="fine-tune-delete",
+    ),
     path("bots/<slug:slug>/quality/feedback/<int:feedback_id>/case/", quality.feedback_to_case, name="feedback-case"),
     path("bots/<slug:slug>/conversations/<int:pk>/rename/", views.conversation_rename, name="conversation-rename"),
     path("bots/<slug:slug>/conversations/<int:pk>/delete/", views.conversation_delete, name="conversation-delete"),

@@ -259,3 +259,30 @@ def test_everything_a_user_typed_is_escaped_on_the_quality_pages(handbook_bot, o
                  url("run", handbook_bot.slug, run.pk)):  # fmt: skip
         body = client.get(page).content.decode()
         assert script not in body and "&lt;script&gt;" in body
+
+
+@pytest.mark.django_db
+def test_a_fine_tune_is_started_followed_and_removed_from_the_tab_and_promotion_waits_for_a_better_model(
+    handbook_bot, owner
+):
+    client, slug = client_for(owner), handbook_bot.slug
+    test_set = evaluation.create_test_set(handbook_bot, "Basics", CASES)
+
+    response = client.post(url("fine-tune-start", slug), {"test_set": str(test_set.pk), "epochs": "2"})
+    fine_tune = evaluation.fine_tunes_of_bots([handbook_bot]).get()
+    assert response.status_code == 302 and (fine_tune.test_set, fine_tune.epochs) == (test_set, 2)
+    fragment = client.get(url("fine-tunes-table", slug), HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="every 2s"' in fragment and "<progress" in fragment and "Basics" in fragment
+
+    page = text_of(client.post(url("fine-tune-start", slug), {"epochs": "1"}, follow=True))
+    assert "already has a fine-tune in progress" in page
+    page = text_of(client.post(url("fine-tune-promote", slug, fine_tune.pk), follow=True))
+    assert "only a finished one can be promoted" in page
+    handbook_bot.refresh_from_db()
+    assert handbook_bot.config_version == 1  # nothing switched
+
+    fine_tune.fail("Stopped for the test.")
+    fragment = client.get(url("fine-tunes-table", slug), HTTP_HX_REQUEST="true").content.decode()
+    assert "hx-trigger" not in fragment and "Stopped for the test." in fragment
+    client.post(url("fine-tune-delete", slug, fine_tune.pk))
+    assert not evaluation.fine_tunes_of_bots([handbook_bot]).exists()

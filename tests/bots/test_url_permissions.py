@@ -66,6 +66,10 @@ WEB = {
     "bots:case-delete": (
         "post", "/bots/{slug}/quality/test-sets/{test_set}/cases/{case}/delete/", {}, redirects(EDITORS),
     ),
+    "bots:fine-tune-start": ("post", "/bots/{slug}/quality/fine-tunes/", {"epochs": "x"}, redirects(EDITORS)),
+    "bots:fine-tunes-table": ("get", "/bots/{slug}/quality/fine-tunes/table/", None, EDITORS),
+    "bots:fine-tune-promote": ("post", "/bots/{slug}/quality/fine-tunes/{fine_tune}/promote/", {}, redirects(EDITORS)),
+    "bots:fine-tune-delete": ("post", "/bots/{slug}/quality/fine-tunes/{fine_tune}/delete/", {}, redirects(EDITORS)),
     "bots:feedback-case": ("post", "/bots/{slug}/quality/feedback/{feedback}/case/", {}, redirects(EDITORS)),
     "bots:conversation-rename": (
         "post", "/bots/{slug}/conversations/{conversation}/rename/", {"title": "x"}, redirects(OWNER_ONLY),
