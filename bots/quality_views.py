@@ -10,6 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import FieldDoesNotExist
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
 from bots import charts, services
+from bots.forms import BotSettingsForm
 from bots.models import Bot
 from bots.views import HtmxHttpRequest, _bot_context
 from documents import services as documents
@@ -380,7 +382,17 @@ def run_compare(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         for key, label in SHOWN_METRICS.items()
         if key in a.metrics or key in b.metrics
     ]
-    context = _bot_context(request, bot, "quality") | {"a": a, "b": b, "comparison": comparison, "rows": rows}
+    settings_changed = [
+        (_setting_label(field), _setting_value(field, old), _setting_value(field, new))
+        for field, (old, new) in comparison["config_diff"].items()
+    ]
+    context = _bot_context(request, bot, "quality") | {
+        "a": a,
+        "b": b,
+        "comparison": comparison,
+        "rows": rows,
+        "settings_changed": settings_changed,
+    }
     return render(request, "bots/quality_compare.html", context)
 
 
@@ -398,6 +410,22 @@ def feedback_to_case(request: HtmxHttpRequest, slug: str, feedback_id: int) -> H
     else:
         messages.info(request, "This question is already a case; here it is.")
     return redirect("bots:case", bot.slug, case.test_set_id, case.pk)
+
+
+def _setting_label(field: str) -> str:
+    return str(BotSettingsForm.Meta.labels.get(field) or field.replace("_", " ").capitalize())
+
+
+def _setting_value(field: str, value):
+    """A setting as saved in a config snapshot, for people: related rows by name, not id."""
+    try:
+        related = Bot._meta.get_field(field).related_model
+    except FieldDoesNotExist:
+        return value
+    if related is None or value is None:
+        return value
+    row = related.objects.filter(pk=value).first()
+    return str(row) if row is not None else f"(removed, id {value})"
 
 
 def _form_errors(form: forms.Form) -> str:

@@ -149,7 +149,7 @@ def test_comparing_two_runs_shows_deltas_the_settings_diff_and_the_changed_cases
 
     page = text_of(client.get(url("compare", slug) + f"?a={before.pk}&b={after.pk}"))
 
-    assert "refusal_threshold" in page and "0.25" in page and "1.0" in page
+    assert "Refusal threshold" in page and "0.25" in page and "1.0" in page
     assert re.search(r"Wrong refusals</td><td>0.000</td><td>1.000</td><td class=\"worse\">\+1.000", page)
     regressed = page.split('id="regressed"')[1].split("</section>")[0]
     assert "When does the canteen open?" in regressed and "now refused" in regressed
@@ -286,3 +286,22 @@ def test_a_fine_tune_is_started_followed_and_removed_from_the_tab_and_promotion_
     assert "hx-trigger" not in fragment and "Stopped for the test." in fragment
     client.post(url("fine-tune-delete", slug, fine_tune.pk))
     assert not evaluation.fine_tunes_of_bots([handbook_bot]).exists()
+
+
+@pytest.mark.django_db
+def test_the_comparison_names_settings_and_models_as_people_know_them(handbook_bot, owner, chat_server):
+    from retrieval.models import LLMProvider
+
+    test_set = evaluation.create_test_set(handbook_bot, "Basics", CASES)
+    before = evaluation.start_run(test_set)
+    evaluation.execute_run(before.id)
+    chat_server.reply = '{"faithfulness": 1, "relevance": 1, "reasoning": "Quoted from the passage."}'
+    judge = LLMProvider.objects.create(name="House judge", base_url=chat_server.base_url)
+    bots.update_bot(handbook_bot, owner, {"judge_provider": judge, "top_k": 4})
+    after = evaluation.start_run(test_set)
+    evaluation.execute_run(after.id)
+
+    page = text_of(client_for(owner).get(url("compare", handbook_bot.slug) + f"?a={before.pk}&b={after.pk}"))
+    diff = page.split('id="config-diff"')[1].split("</section>")[0]
+    assert "Judge for test runs" in diff and "House judge" in diff and "Passages per answer" in diff
+    assert f">{judge.pk}<" not in diff

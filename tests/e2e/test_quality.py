@@ -68,7 +68,7 @@ def test_create_a_test_set_run_it_change_a_setting_run_again_and_compare(
     expect(page.locator("#chart-card svg[role=img]")).to_be_visible()
     expect(page.locator("#chart-card svg polyline")).to_have_count(6)
     page.click("button:has-text('Compare A with B')")
-    expect(page.locator("#config-diff")).to_contain_text("refusal_threshold")
+    expect(page.locator("#config-diff")).to_contain_text("Refusal threshold")
     expect(page.locator("table.compare")).to_contain_text("Wrong refusals")
     expect(page.locator("table.compare td.worse").first).to_be_visible()
     expect(page.locator("#regressed")).to_contain_text("When does the canteen open?")
