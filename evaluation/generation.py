@@ -22,6 +22,8 @@ from retrieval import services as retrieval
 logger = logging.getLogger(__name__)
 
 MAX_QUESTIONS = 500
+# Each LLM question is a model call made while the editor waits: fewer at a time.
+MAX_LLM_QUESTIONS = 50
 MAX_PASSAGES = 5000
 # Held-out candidates searched per wanted unanswerable case at most (each is one search).
 HELD_OUT_CHECKS_PER_CASE = 4
@@ -58,6 +60,11 @@ def generate_test_set(bot, name: str, *, count: int = 20, unanswerable: int = 3,
         .order_by("document_id", "ordinal")
         .values_list("document__filename", "text")[:MAX_PASSAGES]
     ]
+    if bot.provider_id and count > MAX_LLM_QUESTIONS:
+        raise ValueError(
+            f"A language model writes at most {MAX_LLM_QUESTIONS} questions at a time (each is a call to it); "
+            "generate more sets for more."
+        )
     if bot.provider_id:
         generator = TestCase.Generator.LLM
         generated = llm_cases(bot, passages, count, seed)

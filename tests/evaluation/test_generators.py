@@ -163,6 +163,10 @@ def test_a_failing_or_unusable_llm_provider_is_a_readable_error_and_stores_nothi
     bot.save()
     with pytest.raises(ValueError, match="provider 'local' could not write questions: .*does not exist"):
         services.generate_test_set(bot, "Written", count=2)
+    requests = len(chat_server.requests)
+    with pytest.raises(ValueError, match="at most 50 questions at a time"):
+        services.generate_test_set(bot, "Written", count=51)
+    assert len(chat_server.requests) == requests  # refused before any call
     assert not TestSet.objects.filter(bot=bot).exists()
 
 
