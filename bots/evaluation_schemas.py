@@ -69,6 +69,7 @@ class CaseResultOut(Schema):
     answer: str
     citations: list[dict]
     refused: bool
+    trace_id: int | None = Field(None, description="The answer's trace (GET /api/v1/traces/{id}).")
     timings_ms: dict
     metrics: dict
     # The LLM judge's {"faithfulness", "relevance", "reasoning"} (or {"error"}); {} without a judge.

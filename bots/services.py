@@ -112,7 +112,7 @@ INDEX_FIELDS = {"chunking_strategy", "chunk_size_tokens", "chunk_overlap_tokens"
 
 def get_trace(user, trace_id: int):
     """A trace `user` may read: of a bot they can edit, or of a question they asked themselves."""
-    editable = retrieval.traces_of_bots(Bot.objects.editable_by(user)).filter(pk=trace_id)
+    editable = retrieval.traces_of_bots(Bot.objects.editable_by(user), include_evaluation=True).filter(pk=trace_id)
     own = retrieval.traces_of_bots(visible_bots(user)).filter(pk=trace_id, asked_by=user)
     trace = (editable | own).select_related("bot").first()
     if trace is None:

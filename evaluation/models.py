@@ -154,6 +154,10 @@ class CaseResult(models.Model):
     # [{"n", "chunk_id", "document_id", "page"}, ...]
     citations = models.JSONField(default=list, blank=True)
     refused = models.BooleanField(default=False)
+    trace = models.ForeignKey(
+        "retrieval.Trace", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The answer's trace: what was retrieved and why.",
+    )  # fmt: skip
     timings_ms = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True, help_text="This case's retrieval metrics.")
     # The LLM judge's verdict: {"faithfulness", "relevance", "reasoning"}; empty without a judge.

@@ -428,7 +428,7 @@ def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
     started = time.perf_counter()
     found = retrieval.search(run.bot, case.question, k=search_depth(run.bot))
     search_ms = round((time.perf_counter() - started) * 1000, 2)
-    answer, trace = retrieval.answer(run.bot, case.question)
+    answer, trace = retrieval.answer(run.bot, case.question, asked_by=run.started_by, origin="evaluation")
     ranked = [chunk.document_id for chunk in found.chunks]
     relevant = _relevant(case)
     per_case = measures.retrieval_per_case([measures.RetrievalCase(case.id, ranked, relevant)])
@@ -444,6 +444,7 @@ def _run_case(run: EvaluationRun, case: TestCase) -> CaseResult:
             for c in answer.citations
         ],
         refused=answer.refused,
+        trace=trace,
         timings_ms={"search": search_ms, "answer": trace.timings_ms.get("total")},
         metrics=per_case.get(case.id, {}),
     )
@@ -597,6 +598,7 @@ def case_results(run: EvaluationRun) -> list[dict]:
             "answer": result.answer,
             "citations": result.citations,
             "refused": result.refused,
+            "trace_id": result.trace_id,
             "timings_ms": result.timings_ms,
             "metrics": result.metrics,
             "judgement": result.judgement,

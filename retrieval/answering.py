@@ -38,14 +38,15 @@ def _approximate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked_by=None):
+def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked_by=None, origin: str = "chat"):
     """Answer `question` from `bot`'s documents as a stream of AnswerEvents, then store a trace.
 
     With an LLM provider the bot's prompt template gets numbered context blocks, the
     answer streams token by token, and [n] markers that point at no block are dropped
     (and logged). Without one, the built-in extractive answerer quotes the retrieved
     sentences most similar to the question, cited, or says the documents don't cover it.
-    Follow-up questions are first rewritten to stand alone using `history`.
+    Follow-up questions are first rewritten to stand alone using `history`. `origin`
+    ("chat" or "evaluation") is recorded on the trace.
     """
     from retrieval import prompts
 
@@ -101,6 +102,7 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
     trace = Trace.objects.create(
         bot_id=bot.id,
         asked_by=asked_by,
+        origin=origin,
         question=question,
         rewritten_question=rewritten,
         answer=result.text,
@@ -130,9 +132,11 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
     yield AnswerEvent("done", answer=result, trace=trace)
 
 
-def answer(bot, question: str, history: list[tuple[str, str]] = (), asked_by=None) -> tuple[Answer, Trace]:
+def answer(
+    bot, question: str, history: list[tuple[str, str]] = (), asked_by=None, origin: str = "chat"
+) -> tuple[Answer, Trace]:
     """The whole answer at once (see answer_stream)."""
-    for event in answer_stream(bot, question, history, asked_by):
+    for event in answer_stream(bot, question, history, asked_by, origin):
         if event.kind == "done":
             return event.answer, event.trace
     raise RuntimeError("answer_stream ended without an answer")
@@ -211,9 +215,14 @@ def _otel_tracer():
     return provider.get_tracer("docent.retrieval")
 
 
-def traces_of_bots(bots):
-    """Traces of any bot in the queryset `bots` (the caller's visibility filter)."""
-    return Trace.objects.filter(bot__in=bots)
+def traces_of_bots(bots, *, include_evaluation: bool = False):
+    """Traces of any bot in the queryset `bots` (the caller's visibility filter).
+
+    People's questions only, unless `include_evaluation`: an evaluation run's answers
+    are measurements, not use of the bot.
+    """
+    traces = Trace.objects.filter(bot__in=bots)
+    return traces if include_evaluation else traces.exclude(origin=Trace.Origin.EVALUATION)
 
 
 SLOW_ANSWER_MS = 3000

@@ -104,6 +104,14 @@ class Trace(models.Model):
         related_name="+",
         help_text="Who asked.",
     )
+
+    class Origin(models.TextChoices):
+        CHAT = "chat", "A person (browser, API or /v1/)"
+        EVALUATION = "evaluation", "An evaluation run"
+
+    # Evaluation runs ask hundreds of questions: their traces are kept for the run's
+    # cases but left out of the Traces tab, feedback counts and usage.
+    origin = models.CharField(max_length=20, choices=Origin.choices, default=Origin.CHAT)
     question = models.TextField()
     rewritten_question = models.TextField(blank=True)
     answer = models.TextField(blank=True)

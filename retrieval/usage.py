@@ -52,6 +52,7 @@ def usage(bots, days: int = 14) -> Usage:
     questions: dict[tuple[int, dt.date], int] = {
         (row["bot_id"], row["day"]): row["count"]
         for row in Trace.objects.filter(bot_id__in=bot_ids, created_at__gte=since)
+        .exclude(origin=Trace.Origin.EVALUATION)
         .annotate(day=TruncDate("created_at"))
         .values("bot_id", "day")
         .annotate(count=Count("id"))

@@ -305,3 +305,21 @@ def test_the_comparison_names_settings_and_models_as_people_know_them(handbook_b
     diff = page.split('id="config-diff"')[1].split("</section>")[0]
     assert "Judge for test runs" in diff and "House judge" in diff and "Passages per answer" in diff
     assert f">{judge.pk}<" not in diff
+
+
+@pytest.mark.django_db
+def test_a_runs_answers_are_traced_for_its_cases_but_are_not_counted_as_use_of_the_bot(handbook_bot, owner):
+    from retrieval.usage import usage
+
+    client = client_for(owner)
+    retrieval.answer(handbook_bot, "When does the canteen open?", asked_by=owner)  # one real question
+    run = evaluation.start_run(evaluation.create_test_set(handbook_bot, "Basics", CASES), started_by=owner)
+    evaluation.execute_run(run.id)
+
+    case = evaluation.case_results(run)[0]
+    assert case["trace_id"] is not None
+    assert client.get(url("trace-panel", case["trace_id"])).status_code == 200
+    assert text_of(client.get(url("run", handbook_bot.slug, run.pk))).count("Why this answer?") == len(CASES)
+    assert retrieval.traces_of_bots([handbook_bot]).count() == 1
+    assert "<strong>1</strong> answers" in text_of(client.get(url("quality", handbook_bot.slug)))
+    assert sum(usage([handbook_bot]).totals.questions_per_day) == 1
