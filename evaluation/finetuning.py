@@ -133,16 +133,21 @@ def test_set_data(
     ]
     if not wanted:
         raise ValueError("None of the training cases' expected documents has indexed passages.")
+    # Sampled before anything is encoded: a BEIR query judges dozens of documents, and
+    # only max_pairs pairs are kept, so only their passages and questions are embedded.
+    random.Random(seed).shuffle(wanted)
+    wanted = wanted[:max_pairs]
     used = sorted({index for _, document in wanted for index in by_document[document]})
     passage_vectors = dict(zip(used, encode([passages[index].text for index in used]), strict=True))
-    question_vectors = encode([case.question for case, _ in wanted])
+    questions = list(dict.fromkeys(case.question for case, _ in wanted))
+    question_vectors = dict(zip(questions, encode(questions), strict=True))
     pairs = []
-    for (case, document), question_vector in zip(wanted, question_vectors, strict=True):
+    for case, document in wanted:
+        question_vector = question_vectors[case.question]
         best = max(by_document[document], key=lambda index: float(passage_vectors[index] @ question_vector))
         pairs.append(Pair(case.question, passages[best].text))
-    random.Random(seed).shuffle(pairs)
     return TrainingData(
-        pairs=pairs[:max_pairs],
+        pairs=pairs,
         held_out=held_out,
         corpus=list(passages),
         notes={"training_cases": len(training), "held_out_cases": len(held_out)},

@@ -4,6 +4,7 @@ import json
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from bots import services as bots
@@ -264,6 +265,28 @@ def test_a_test_set_is_split_into_training_and_held_out_cases_that_never_overlap
     assert finetuning.split_cases(cases) == (training, held_out)  # the same split every time
     with pytest.raises(ValueError, match="at least two answerable"):
         finetuning.split_cases(cases[:1])
+
+
+def test_pairs_from_a_test_set_embed_each_question_once_and_only_the_sampled_documents_passages():
+    """A BEIR query judges dozens of documents: encoding per (question, document) took minutes on nfcorpus."""
+    passages = [finetuning.Passage(n, n // 2, f"Passage {n} of document {n // 2}.") for n in range(400)]
+    judged = dict.fromkeys(range(50), 1)
+    cases = [finetuning.LabelledQuestion(n, f"Question {n}?", judged) for n in range(20)]
+    encoded: list[str] = []
+
+    def encode(texts: list[str]):
+        encoded.extend(texts)
+        return np.random.default_rng(len(encoded)).normal(size=(len(texts), 8))
+
+    data = finetuning.test_set_data(cases, passages, encode, max_pairs=30)
+
+    assert len(data.pairs) == 30
+    questions = [text for text in encoded if text.startswith("Question")]
+    assert len(questions) == len(set(questions)) <= 14  # the training cases, each once
+    documents = {pair.positive.rsplit(" ", 1)[-1].rstrip(".") for pair in data.pairs}
+    assert len([text for text in encoded if text.startswith("Passage")]) <= 2 * len(documents) <= 60
+    for pair in data.pairs:  # the positive is a passage of a document the question judges relevant
+        assert int(pair.positive.rsplit(" ", 1)[-1].rstrip(".")) < 50
 
 
 def test_inverse_cloze_asks_a_sentence_and_leaves_it_out_of_its_passage():
