@@ -15,11 +15,20 @@ change. Heavy libraries (pypdf, python-docx, lxml, trafilatura) are imported ins
 the functions that use them, so importing this package stays cheap.
 """
 
-from documents.parsers.common import ParsedPage, ParseError, ZipLimits, describe_page_ranges
+from documents.parsers.common import (
+    ParsedPage,
+    ParseError,
+    ZipLimits,
+    describe_page_ranges,
+    describe_text_problems,
+    looks_garbled,
+    readable_part,
+    text_plausibility,
+)
 from documents.parsers.csv import csv_text
 from documents.parsers.dispatch import SUPPORTED_DESCRIPTION, page_count, parse, sniff_kind
 from documents.parsers.docx import DAMAGED_DOCX, docx_text
-from documents.parsers.html import decode_html, html_to_text
+from documents.parsers.html import decode_html, html_to_text, visible_text
 from documents.parsers.markdown import markdown_text
 from documents.parsers.pdf import DAMAGED_PDF, parse_pdf
 from documents.parsers.text import decode_text, normalize_whitespace
@@ -35,12 +44,17 @@ __all__ = [
     "decode_html",
     "decode_text",
     "describe_page_ranges",
+    "describe_text_problems",
     "docx_text",
     "html_to_text",
+    "looks_garbled",
     "markdown_text",
     "normalize_whitespace",
     "page_count",
     "parse",
     "parse_pdf",
+    "readable_part",
     "sniff_kind",
+    "text_plausibility",
+    "visible_text",
 ]

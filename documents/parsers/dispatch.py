@@ -25,7 +25,7 @@ from documents.parsers.csv import csv_text
 from documents.parsers.docx import docx_text
 from documents.parsers.html import decode_html, html_to_text
 from documents.parsers.markdown import markdown_text
-from documents.parsers.pdf import open_pdf, parse_pdf
+from documents.parsers.pdf import open_pdf, parse_pdf, pdf_header_offset
 from documents.parsers.text import decode_text, normalize_whitespace
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log"}
@@ -120,7 +120,15 @@ def sniff_kind(head: bytes, filename: str) -> str:
 
 
 def _is_pdf(head: bytes) -> bool:
-    return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-")
+    """A "%PDF-" header at the start, or after junk within the first 1,024 bytes of a file that has PDF objects.
+
+    Readers skip such junk (mail gateways and download scripts prepend it); the object
+    check keeps a text file that merely mentions "%PDF-" from being taken for a PDF.
+    """
+    offset = pdf_header_offset(head)
+    if offset is None:
+        return False
+    return not head[:offset].strip(b"\x00\t\n\r ") or re.search(rb"\d+\s+\d+\s+obj\b", head[offset:]) is not None
 
 
 def _refuse_other_zip_formats(head: bytes) -> None:
