@@ -73,7 +73,7 @@ def _upload_entry(result) -> dict:
 
 @router.get("/bots/{bot_id}/documents", response=list[schemas.DocumentOut])
 def list_documents(request, bot_id: int):
-    bot = services.get_bot(request.user, pk=bot_id)
+    bot = services.get_editable_bot(request.user, pk=bot_id)  # chat-only users see cited passages only
     return documents.documents_of_bots([bot])
 
 
@@ -84,25 +84,25 @@ def get_document(request, document_id: int):
 
 @router.delete("/documents/{document_id}", response={204: None}, tags=["documents"])
 def delete_document(request, document_id: int):
-    documents.delete_document(services.get_document(request.user, document_id, for_change=True))
+    documents.delete_document(services.get_document(request.user, document_id))
     return Status(204, None)
 
 
 @router.post("/documents/{document_id}/retry", response={202: schemas.DocumentOut}, tags=["documents"])
 def retry_document(request, document_id: int):
-    document = services.get_document(request.user, document_id, for_change=True)
+    document = services.get_document(request.user, document_id)
     return Status(202, documents.retry(document))
 
 
 @router.post("/documents/{document_id}/rollback", response={202: schemas.DocumentOut}, tags=["documents"])
 def rollback_document(request, document_id: int, payload: schemas.RollbackIn):
-    document = services.get_document(request.user, document_id, for_change=True)
+    document = services.get_document(request.user, document_id)
     return Status(202, documents.rollback(document, payload.version))
 
 
 @router.post("/bots/{bot_id}/search", response=schemas.SearchOut, tags=["search"])
 def search(request, bot_id: int, payload: schemas.SearchIn):
-    bot = services.get_bot(request.user, pk=bot_id)
+    bot = services.get_editable_bot(request.user, pk=bot_id)  # scores and raw passages are for editors
     found = retrieval.search(bot, payload.query, k=payload.k, document_ids=payload.document_ids)
     return {"results": found.chunks, "timings_ms": found.timings_ms}
 

@@ -75,9 +75,13 @@ def can_edit(user, bot: Bot) -> bool:
     return Bot.objects.editable_by(user).filter(pk=bot.pk).exists()
 
 
-def get_document(user, pk: int, *, for_change: bool = False):
-    bots = Bot.objects.editable_by(user) if for_change else visible_bots(user)
-    document = documents.documents_of_bots(bots).filter(pk=pk).first()
+def get_document(user, pk: int):
+    """A document of a bot `user` may edit; Http404 otherwise.
+
+    Chat-only users see a document only as the passages their answers cite, so its
+    page, versions and file are as absent to them as another team's.
+    """
+    document = documents.documents_of_bots(Bot.objects.editable_by(user)).filter(pk=pk).first()
     if document is None:
         raise Http404("No such document.")
     return document
@@ -111,10 +115,17 @@ INDEX_FIELDS = {"chunking_strategy", "chunk_size_tokens", "chunk_overlap_tokens"
 
 
 def get_trace(user, trace_id: int):
-    """A trace `user` may read: of a bot they can edit, or of a question they asked themselves."""
-    editable = retrieval.traces_of_bots(Bot.objects.editable_by(user), include_evaluation=True).filter(pk=trace_id)
-    own = retrieval.traces_of_bots(visible_bots(user)).filter(pk=trace_id, asked_by=user)
-    trace = (editable | own).select_related("bot").first()
+    """A trace of a bot `user` can edit; Http404 otherwise.
+
+    Traces carry scores, prompts and every candidate passage: chat-only users get the
+    sources cited in their answers instead.
+    """
+    trace = (
+        retrieval.traces_of_bots(Bot.objects.editable_by(user), include_evaluation=True)
+        .filter(pk=trace_id)
+        .select_related("bot")
+        .first()
+    )
     if trace is None:
         raise Http404("No such trace.")
     return trace
@@ -476,9 +487,26 @@ def _answering(question_id: int, wait_seconds: float = ANSWER_WAIT_SECONDS):
             connection.close()  # closing the session releases its locks too
 
 
+NO_DOCUMENTS_ANSWER = "This bot has no documents yet, so I have nothing to answer from. Ask again once they are added."
+
+
+def has_searchable_documents(bot: Bot) -> bool:
+    """Whether any of `bot`'s documents has an indexed version answering questions."""
+    return documents.documents_of_bots([bot]).filter(active_version__isnull=False).exists()
+
+
 def _produce_answer(question: Message):
     """Yield the answer's "token" events; return the stored reply (None if the pipeline gave none)."""
     conversation = question.conversation
+    if not documents.documents_of_bots([conversation.bot]).exists():
+        # Not "the documents don't cover it": there are none. Nothing was searched, so no trace.
+        yield ChatEvent("token", NO_DOCUMENTS_ANSWER)
+        with transaction.atomic():
+            reply = Message.objects.create(
+                conversation=conversation, role=Message.Role.ASSISTANT, text=NO_DOCUMENTS_ANSWER, in_reply_to=question
+            )
+            conversation.save(update_fields=["updated_at"])
+        return reply
     history = [
         (message.role, message.text)
         for message in conversation.messages.filter(created_at__lte=question.created_at)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("profile/", views.profile, name="profile"),
     path("profile/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("bots/<slug:slug>/", views.bot_chat, name="detail"),
+    path("bots/<slug:slug>/conversations/<int:pk>/", views.bot_chat, name="conversation"),
     path("bots/<slug:slug>/chat/", views.chat, name="chat"),
     path("bots/<slug:slug>/questions/<int:message_id>/answer/", views.answer_stream, name="answer-stream"),
     path("bots/<slug:slug>/knowledge/", views.bot_knowledge, name="knowledge"),

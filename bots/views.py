@@ -45,7 +45,7 @@ def bot_list(request: HtmxHttpRequest) -> HttpResponse:
             raise PermissionDenied("Only builders can create bots.")
         if form.is_valid():
             bot = services.create_bot(request.user, form.cleaned_data["name"], form.cleaned_data["instructions"])
-            return redirect(bot)
+            return redirect("bots:knowledge", bot.slug)  # a new bot needs documents before it can answer
     bots = services.visible_bots(request.user).select_related("owner")
     return render(request, "bots/bot_list.html", {"bots": bots, "form": form})
 
@@ -56,18 +56,25 @@ def _bot_context(request: HtmxHttpRequest, bot: Bot, tab: str) -> dict:
 
 @login_required
 @require_GET
-def bot_chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+def bot_chat(request: HtmxHttpRequest, slug: str, pk: int | None = None) -> HttpResponse:
+    """The chat tab: a new conversation, or one of the user's own at its own URL."""
     bot = services.get_bot(request.user, slug=slug)
-    conversation = None
-    if (conversation_id := request.GET.get("conversation", "")).isdigit():
-        conversation = Conversation.objects.filter(bot=bot, user=request.user, pk=int(conversation_id)).first()
+    if pk is None and (old_link := request.GET.get("conversation", "")).isdigit():
+        return redirect("bots:conversation", bot.slug, int(old_link))  # links from before conversations had URLs
+    conversation = services.get_conversation(bot, request.user, pk) if pk is not None else None
     context = _bot_context(request, bot, "chat") | {
         "conversations": services.conversations_of(bot, request.user)[:50],
         "conversation": conversation,
         "chat_messages": conversation.messages.all() if conversation else [],
         "chat_form": ChatForm(initial={"conversation": conversation.pk if conversation else None}),
+        "has_documents": services.has_searchable_documents(bot),
+        "max_question_chars": services.QUESTION_MAX_CHARS,
     }
     return render(request, CHAT_TEMPLATE, context)
+
+
+def _conversation_url(conversation: Conversation) -> str:
+    return reverse("bots:conversation", args=[conversation.bot.slug, conversation.pk])
 
 
 @login_required
@@ -85,15 +92,18 @@ def chat(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     question = services.post_question(
         bot, request.user, form.cleaned_data["message"], form.cleaned_data.get("conversation")
     )
+    conversation = question.conversation
     if not request.htmx:
         for _ in services.answer_stream(question):  # without JavaScript: answer, then show the page
             pass
-        return redirect(f"{reverse('bots:detail', args=[bot.slug])}?conversation={question.conversation_id}")
-    return render(
-        request,
-        CHAT_TEMPLATE + "#exchange",
-        {"bot": bot, "conversation": question.conversation, "question": question},
-    )
+        return redirect(_conversation_url(conversation))
+    started = not conversation.messages.exclude(pk=question.pk).exists()
+    context = {"bot": bot, "conversation": conversation, "question": question, "started": started}
+    response = render(request, CHAT_TEMPLATE + "#exchange", context)
+    if started:
+        # The new conversation gets its URL now, so Back and Reload come back to it.
+        response["HX-Push-Url"] = _conversation_url(conversation)
+    return response
 
 
 def _chat_form_error(form: ChatForm) -> str:
@@ -114,7 +124,8 @@ def answer_stream(request: HtmxHttpRequest, slug: str, message_id: int) -> HttpR
             if event.kind == "token":
                 yield sse("token", escape(event.text))
             else:
-                html = render_to_string(CHAT_TEMPLATE + "#message", {"message": event.message}, request=request)
+                context = {"message": event.message, "can_edit": services.can_edit(request.user, bot)}
+                html = render_to_string(CHAT_TEMPLATE + "#message", context, request=request)
                 yield sse("done", html)
 
     return sse_response(request, events())
@@ -136,7 +147,7 @@ def _knowledge_context(bot: Bot) -> dict:
 @login_required
 @require_GET
 def bot_knowledge(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    bot = services.get_bot(request.user, slug=slug)
+    bot = services.get_editable_bot(request.user, slug=slug)
     context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot)
     context["max_upload_mb"] = documents.max_upload_bytes() // (1024 * 1024)
     return render(request, KNOWLEDGE_TEMPLATE, context)
@@ -145,7 +156,7 @@ def bot_knowledge(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def documents_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    bot = services.get_bot(request.user, slug=slug)
+    bot = services.get_editable_bot(request.user, slug=slug)
     context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot)
     return render(request, KNOWLEDGE_TEMPLATE + "#documents", context)
 
@@ -164,18 +175,22 @@ def upload(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         response = render(request, KNOWLEDGE_TEMPLATE + "#upload-message", {"error": str(exc)}, status=exc.status)
         return reswap(retarget(response, "#upload-message"), "innerHTML")
     refused = [result for result in results if isinstance(result, documents.Refused)]
+    unpacked = [result.message for result in results if isinstance(result, documents.Unpacked)]
     unchanged = [result.document.filename for result in results if getattr(result, "unchanged", False)]
     notice = f"Already up to date, nothing to do: {', '.join(unchanged)}." if unchanged else ""
     if not request.htmx:
         if notice:
             messages.info(request, notice)
+        for summary in unpacked:
+            messages.info(request, summary)
         for refusal in refused:
             messages.error(request, refusal.message)
         return redirect("bots:knowledge", bot.slug)
     context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot) | {"notice": notice}
     html = render_to_string(KNOWLEDGE_TEMPLATE + "#documents", context, request=request)
     # The files that were stored join the table; the drop zone's message says which were not.
-    html += render_to_string(KNOWLEDGE_TEMPLATE + "#upload-message-oob", {"refused": refused}, request=request)
+    message = {"refused": refused, "unpacked": unpacked}  # ZIP archives: what was added, what was left out
+    html += render_to_string(KNOWLEDGE_TEMPLATE + "#upload-message-oob", message, request=request)
     return HttpResponse(html)
 
 
@@ -212,7 +227,7 @@ def document_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def document_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    document = services.get_document(request.user, pk, for_change=True)
+    document = services.get_document(request.user, pk)
     try:
         documents.retry(document)
     except ValueError as exc:
@@ -223,7 +238,7 @@ def document_retry(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def document_rollback(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    document = services.get_document(request.user, pk, for_change=True)
+    document = services.get_document(request.user, pk)
     number = request.POST.get("version", "")
     try:
         documents.rollback(document, int(number) if number.isdigit() else 0)
@@ -237,7 +252,7 @@ def document_rollback(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def document_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    document = services.get_document(request.user, pk, for_change=True)
+    document = services.get_document(request.user, pk)
     bot_slug, filename = document.bot.slug, document.filename
     documents.delete_document(document)
     messages.success(request, f"Deleted {filename}.")
@@ -278,7 +293,7 @@ def conversation_rename(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRes
         services.rename_conversation(conversation, request.POST.get("title", ""))
     except ValueError as exc:
         messages.error(request, str(exc))
-    return redirect(f"{reverse('bots:detail', args=[bot.slug])}?conversation={conversation.pk}")
+    return redirect(_conversation_url(conversation))
 
 
 @login_required
@@ -293,20 +308,23 @@ def conversation_delete(request: HtmxHttpRequest, slug: str, pk: int) -> HttpRes
 @login_required
 @require_POST
 def feedback(request: HtmxHttpRequest, message_id: int) -> HttpResponse:
-    rating = 1 if request.POST.get("rating") == "up" else -1
+    ratings = {"up": 1, "down": -1}
+    comment = request.POST.get("comment", "")
     try:
-        given = services.give_feedback(request.user, message_id, rating, request.POST.get("comment", ""))
+        if request.POST.get("rating") not in ratings:
+            raise ValueError("Choose Helpful or Not helpful, then send your comment.")
+        given = services.give_feedback(request.user, message_id, ratings[request.POST["rating"]], comment)
     except ValueError as exc:
         answer, error = services.get_answer(request.user, message_id), str(exc)
         feedback = answer.feedback_or_none
     else:
-        answer, error, feedback = given.message, "", given
+        answer, error, feedback, comment = given.message, "", given, given.comment
     if request.htmx:
-        return render(request, CHAT_TEMPLATE + "#feedback", {"message": answer, "feedback": feedback, "error": error})
+        context = {"message": answer, "feedback": feedback, "error": error, "comment": comment}
+        return render(request, CHAT_TEMPLATE + "#feedback", context)
     if error:
         messages.error(request, error)
-    chat_page = reverse("bots:detail", args=[answer.conversation.bot.slug])
-    return redirect(f"{chat_page}?conversation={answer.conversation_id}")
+    return redirect(_conversation_url(answer.conversation))
 
 
 @login_required

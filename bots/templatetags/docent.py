@@ -20,7 +20,8 @@ def with_citations(message) -> str:
         citation = by_number.get(int(match.group(1)))
         if citation is None:
             return match.group(0)
-        where = citation["document_name"] + (f", page {citation['page']}" if citation.get("page") else "")
+        location = citation.get("location") or (f"page {citation['page']}" if citation.get("page") else "")
+        where = citation["document_name"] + (f", {location}" if location else "")
         return format_html(
             '<a class="cite" href="#cite-{}-{}" title="{}">[{}]</a>', message.pk, citation["n"], where, citation["n"]
         )

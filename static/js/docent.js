@@ -51,5 +51,81 @@ document.addEventListener("submit", (event) => {
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
   const field = form && form.dataset && form.dataset.clearAfterSend;
-  if (field && event.detail.successful && form.elements[field]) form.elements[field].value = "";
+  if (field && event.detail.successful && form.elements[field]) {
+    form.elements[field].value = "";
+    form.elements[field].dispatchEvent(new Event("input")); // shrink it and reset its counter
+  }
+});
+
+// The chat tab: follow the newest message, a question box that grows, keyboard paths.
+document.addEventListener("DOMContentLoaded", () => {
+  const messages = document.getElementById("messages");
+  const form = document.getElementById("chat-form");
+  if (!messages || !form) return;
+  const question = form.elements.message;
+  const send = form.querySelector("button[type=submit]");
+  const hint = form.querySelector("#question-help .hint");
+  const hintText = hint.textContent;
+  const maxChars = Number(question.dataset.maxChars);
+  const page = document.scrollingElement;
+  // On a phone the conversation list starts folded, so the chat comes first.
+  const menu = document.querySelector(".conversation-menu");
+  if (menu && window.matchMedia("(max-width: 900px)").matches) menu.open = false;
+
+  // Follow the conversation while the reader is at its end; leave them be once they scroll up.
+  const atEnd = () => page.scrollHeight - page.scrollTop - window.innerHeight < 80;
+  const toEnd = () => window.scrollTo({ top: page.scrollHeight });
+  let following = true;
+  window.addEventListener("scroll", () => (following = atEnd()), { passive: true });
+  new MutationObserver((changes) => {
+    if (following) toEnd();
+    const answered = changes.some((change) =>
+      [...change.addedNodes].some((node) => node.matches && node.matches("article.message.assistant:not(.streaming)")),
+    );
+    // After an answer, the question box takes the focus back unless the reader went elsewhere.
+    const focused = document.activeElement;
+    if (answered && (!focused || focused === document.body || form.contains(focused))) {
+      question.focus({ preventScroll: true });
+    }
+  }).observe(messages, { childList: true, subtree: true, characterData: true });
+  if (messages.querySelector(".message")) toEnd(); // a reopened conversation shows its latest answer
+  form.addEventListener("htmx:beforeRequest", () => (following = true));
+
+  // The question box grows with its text and says when a question is too long to send.
+  const fit = () => {
+    question.style.height = "auto";
+    question.style.height = `${Math.min(question.scrollHeight + 2, window.innerHeight * 0.4)}px`;
+    const over = question.value.length - maxChars;
+    send.disabled = over > 0;
+    question.setAttribute("aria-invalid", over > 0 ? "true" : "false");
+    hint.textContent =
+      over > 0
+        ? `Your question is ${question.value.length.toLocaleString()} characters; the limit is ${maxChars.toLocaleString()}. Shorten it by ${over.toLocaleString()} to send it.`
+        : hintText;
+    hint.classList.toggle("error", over > 0);
+  };
+  question.addEventListener("input", fit);
+  // Enter sends, Shift+Enter starts a new line (and an input method's Enter picks its candidate).
+  question.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (question.value.trim() && !send.disabled) form.requestSubmit();
+  });
+
+  // A citation [n] opens its passage and takes the focus there, by mouse or keyboard.
+  messages.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("a.cite");
+    if (!link) return;
+    const source = document.getElementById(link.getAttribute("href").slice(1));
+    if (!source) return;
+    event.preventDefault();
+    const details = source.querySelector("details");
+    details.open = true;
+    document.querySelectorAll(".sources li.cited").forEach((item) => item.classList.remove("cited"));
+    source.classList.add("cited");
+    const passage = details.querySelector(".passage");
+    passage.setAttribute("tabindex", "-1");
+    passage.focus({ preventScroll: true });
+    source.scrollIntoView({ block: "center" });
+  });
 });

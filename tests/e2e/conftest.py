@@ -31,9 +31,19 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
+    """A fresh browser tab; the test fails on any console error or failed request it did not expect.
+
+    A test that provokes errors on purpose names them: @pytest.mark.browser_errors_expected("status 415").
+    """
+    from tests.e2e.helpers import watch_for_errors
+
     context = browser.new_context()
     context.set_default_timeout(15_000)
     page = context.new_page()
+    problems = watch_for_errors(page)
     yield page
     context.close()
+    expected = [text for marker in request.node.iter_markers("browser_errors_expected") for text in marker.args]
+    unexpected = [problem for problem in problems if not any(text in problem for text in expected)]
+    assert unexpected == [], "The browser reported problems:\n" + "\n".join(unexpected)

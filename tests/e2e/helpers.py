@@ -48,13 +48,32 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 
 def watch_for_errors(page: Page) -> list[str]:
-    """From now on, collect the page's console errors, uncaught exceptions and CSP violations.
+    """From now on, collect the page's console errors, uncaught exceptions, CSP violations and failed requests.
 
-    Call before the first navigation; assert the list is empty at the end of the test.
+    The `page` fixture already calls this and fails the test on anything collected that the
+    test did not declare with @pytest.mark.browser_errors_expected; calling it again returns the
+    same list. A request the browser cancels itself (leaving a page mid-poll) is not a failure.
     """
+    if hasattr(page, "docent_problems"):
+        return page.docent_problems
     problems: list[str] = []
+    page.docent_problems = problems  # type: ignore[attr-defined]
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    page.on(
+        "requestfailed",
+        lambda request: (
+            "ERR_ABORTED" not in (request.failure or "")
+            and problems.append(f"request failed: {request.method} {request.url} {request.failure}")
+        ),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400
+            and problems.append(f"status {response.status}: {response.request.method} {response.url}")
+        ),
+    )
     page.expose_function("reportCspViolation", lambda text: problems.append(f"CSP: {text}"))
     page.add_init_script(CSP_LISTENER)
     return problems

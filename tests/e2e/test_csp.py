@@ -33,13 +33,13 @@ def test_main_flows_run_under_the_csp_without_console_errors_or_violations(page,
     expect(row).to_have_attribute("data-status", "ready", timeout=90_000)
 
     page.click("nav.tabs >> text=Chat")
-    page.fill("input[name=message]", "How many vacation days do employees get?")
+    page.fill("textarea[name=message]", "How many vacation days do employees get?")
     page.click("button:has-text('Ask')")
     answer = page.locator(".message.assistant").last
     # The first question waits for the embedding model to load in the server process.
     expect(answer.locator(".answer")).to_contain_text("25 days of paid vacation", timeout=90_000)
     # Emptied by static/js/docent.js (data-clear-after-send), formerly an hx-on handler.
-    expect(page.locator("input[name=message]")).to_have_value("")
+    expect(page.locator("textarea[name=message]")).to_have_value("")
 
     # Open a citation: the link jumps to its source, whose passage unfolds.
     answer.locator("a.cite").first.click()
@@ -106,6 +106,7 @@ def test_api_docs_render_every_operation_from_our_own_files_under_the_csp(page, 
     assert any(url.endswith("/static/vendor/swagger-ui/swagger-ui-bundle.js") for url in requests)
 
 
+@pytest.mark.browser_errors_expected("script-src")
 def test_an_injected_inline_script_is_refused_and_reported(page, live_server):
     # Proves the guard the tests above rely on: the browser enforces the policy, and
     # watch_for_errors hears about it.

@@ -27,7 +27,7 @@ def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server
     expect(png_row.locator(".reason")).to_contain_text("can't read this kind of file")
 
     page.click("nav.tabs >> text=Chat")
-    page.fill("input[name=message]", "How many vacation days do employees get?")
+    page.fill("textarea[name=message]", "How many vacation days do employees get?")
     page.click("button:has-text('Ask')")
     answer = page.locator(".message.assistant").last
     # The first question may wait for the embedding model to load in this process.
@@ -35,9 +35,9 @@ def test_log_in_create_a_bot_drop_a_pdf_and_get_a_cited_answer(page, live_server
     expect(answer.locator("a.cite").first).to_have_text("[1]")
     expect(answer.locator("a.cite").first).to_have_attribute("title", "handbook.pdf, page 2")
     expect(answer.locator(".sources li").first).to_contain_text("handbook.pdf, page 2")
-    expect(page.locator("input[name=message]")).to_have_value("")
+    expect(page.locator("textarea[name=message]")).to_have_value("")
 
-    page.fill("input[name=message]", "Who won the football world cup in 1954?")
+    page.fill("textarea[name=message]", "Who won the football world cup in 1954?")
     page.click("button:has-text('Ask')")
     expect(page.locator(".message.assistant")).to_have_count(2)
     refusal = page.locator(".message.assistant").last
