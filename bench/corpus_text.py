@@ -4,7 +4,8 @@ Every file under the corpus's format folders (pdf/, html/, docx/, md/, csv/) goe
 through the parser layer, as an upload would, without a database. Prints JSON lines:
 
 - one per format: documents, pages, pages with text, documents whose text looks
-  garbled (`documents.parsers.looks_garbled` over the whole text), failures by reason
+  garbled (`documents.parsers.looks_garbled` over the whole text), pages the parser
+  marked garbled (no engine could decode their font), failures by reason
   and, for web pages, how many kept under a third of their visible text;
 - one for the Readability test pages whose expected article is in html_reference/:
   the share of the expected article's words our text holds (recall), and the share of
@@ -44,10 +45,12 @@ def parse_file(path: Path) -> dict:
     from documents import parsers
 
     result: dict = {"file": path.name, "pages": 0, "pages_with_text": 0, "garbled": False, "failure": None}
+    result["pages_marked_garbled"] = 0  # pages no engine could decode, of which only the readable words are kept
     texts: list[str] = []
     try:
         for page in parsers.parse(path, path.name):
             result["pages"] += 1
+            result["pages_marked_garbled"] += getattr(page, "problem", "") == "garbled"
             if page.text.strip():
                 result["pages_with_text"] += 1
                 texts.append(page.text)
@@ -159,6 +162,7 @@ def main() -> None:
             "pages_with_text": sum(row["pages_with_text"] for row in rows),
             "garbled_documents": sum(1 for row in rows if row["garbled"]),
             "garbled": [row["file"] for row in rows if row["garbled"]],
+            "pages_marked_garbled": sum(row.get("pages_marked_garbled", 0) for row in rows),
         }
         if kind == "html":
             under = [row["file"] for row in rows if row.get("under_visible_share")]
