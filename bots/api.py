@@ -44,12 +44,14 @@ def update_bot(request, bot_id: int, payload: schemas.BotPatch):
 
 @router.post(
     "/bots/{bot_id}/documents",
-    response={202: list[schemas.UploadOut], frozenset({409, 413, 422, 507}): schemas.UploadErrorOut},
+    response={202: list[schemas.UploadOut], frozenset({409, 413, 415, 422, 507}): schemas.UploadErrorOut},
 )
 def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
     """Upload files (field `file`, repeatable; up to DOCENT_MAX_FILES_PER_UPLOAD per request).
 
-    Every file is stored, or the answer says per file which were refused and why."""
+    Every file Docent can read is stored, or the answer says per file which were refused and why.
+    A ZIP archive is unpacked: each file in it Docent can read becomes a document named with its
+    folders ("policies/leave.pdf"), and the archive's own entry summarises what was left out."""
     bot = services.get_editable_bot(request.user, pk=bot_id)
     try:
         # The same files as `file`, or the refusal receiving them ended in (too many files).
@@ -62,12 +64,21 @@ def upload_documents(request, bot_id: int, file: File[list[UploadedFile]]):
 def _upload_entry(result) -> dict:
     if isinstance(result, documents.Refused):
         return {"id": None, "filename": result.filename, "status": "refused", "error": result.reason}
+    if isinstance(result, documents.Unpacked):
+        return {
+            "id": None,
+            "filename": result.archive,
+            "status": "unpacked",
+            "message": result.message,
+            "left_out": [{"filename": member.name, "reason": member.reason} for member in result.left_out],
+        }
     return {
         "id": result.document.id,
         "filename": result.document.filename,
         "status": result.document.status,
         "version": result.document.current_version.number,
         "unchanged": result.unchanged,
+        "archive": result.archive or None,
     }
 
 

@@ -175,28 +175,44 @@ class DocumentOut(Schema):
         return document.current_version.content_hash if document.current_version else ""
 
 
+class LeftOutOut(Schema):
+    filename: str = Field(description="The file's path inside the archive.")
+    reason: str
+
+
 class UploadOut(Schema):
     """One file of an upload, in the order sent.
 
     A stored file has its document's id, status (`queued`, or the current status when
-    `unchanged`) and version. A file that could not be stored while others were has
-    `"status": "refused"`, a null id and version, and the reason in `error`; when no
-    file can be stored the answer is a 422 `{"detail": ...}` naming each file instead.
+    `unchanged`) and version. A file that was not stored while others were (a kind of file
+    Docent can't read, or one the server could not write) has `"status": "refused"`, a null
+    id and version, and the reason in `error`; no document is created for it. When no file
+    can be stored the answer is a 415 (no file Docent can read) or 422 `{"detail": ...}`
+    naming each file instead.
+
+    A ZIP archive has an entry with `"status": "unpacked"`, a null id, a summary in
+    `message` and the files left out (with their reasons) in `left_out`; the documents
+    made from it follow it, named with their folders and with the archive's name in `archive`.
     """
 
-    id: int | None = Field(description="The document's id; null for a refused file.")
+    id: int | None = Field(description="The document's id; null for a refused file or an unpacked archive.")
     filename: str
-    status: str = Field(description='The document\'s status, or "refused" for a file that was not stored.')
+    status: str = Field(
+        description='The document\'s status; "refused" for a file that was not stored; "unpacked" for a ZIP archive.'
+    )
     version: int | None = None
     unchanged: bool = False
     error: str = Field("", description="Why a refused file was not stored; empty otherwise.")
+    archive: str | None = Field(None, description="For a document unpacked from a ZIP archive: the archive's name.")
+    message: str = Field("", description="For an unpacked archive: what was added and what was left out, and why.")
+    left_out: list[LeftOutOut] = Field([], description="For an unpacked archive: the files in it not added.")
 
 
 class UploadErrorOut(Schema):
     detail: str = Field(
         description="Why nothing was stored: 409 the bot is full, 413 a file or the number of files is over "
-        "the limit, 422 no file could be stored (each named with its reason), 507 the server has no room "
-        "to receive the files."
+        "the limit, 415 no file is of a kind Docent can read (each named with its reason), 422 no file could "
+        "be stored (each named with its reason), 507 the server has no room to receive the files."
     )
 
 
@@ -216,6 +232,7 @@ class SearchHit(Schema):
     document_name: str
     page: int | None
     heading_path: str
+    location: str = Field("", description='Where the passage is: "page 3", "rows 18–24", "Benefits › Dental".')
     score: float
     vector_score: float | None
     keyword_score: float | None
@@ -238,6 +255,12 @@ class CitationOut(Schema):
     document_id: int
     document_name: str
     page: int | None
+    location: str = Field(
+        "",
+        description='Where the passage is, in its format\'s terms: "page 3" (PDF), "rows 18–24" (CSV), '
+        '"Benefits › Dental" (the headings of a web page, Markdown or Word document); empty when nothing '
+        "more precise than the document can be said.",
+    )
     chunk_id: int
     snippet: str
 

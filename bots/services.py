@@ -544,6 +544,7 @@ def citation_json(citation) -> dict:
         "document_name": citation.chunk.document_name,
         "page": citation.chunk.page,
         "heading_path": citation.chunk.heading_path,
+        "location": citation.chunk.location,
         "snippet": citation.snippet,
         "sentences": list(citation.sentences),
         "passage": citation.chunk.text,

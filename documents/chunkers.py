@@ -14,6 +14,9 @@ Three strategies, picked per bot through `chunk_pages`:
   and every chunk carries the path of headings above it ("Benefits › Vacation").
 - "sentence": whole consecutive sentences, overlapping by whole sentences.
 
+Every strategy gives each chunk the path of the headings it is under, which citations
+show as the passage's location in documents without pages.
+
 Every strategy keeps all the text (each word of a page ends up in at least one chunk)
 and every chunk lies on one page, so a citation's page number is exact. A section
 runs on across a page break (its heading path goes with it) but its chunks start
@@ -89,21 +92,53 @@ def fixed_token_chunks(pages: Iterable[Page], tokenizer: Tokenizer, size: int, o
     "Vacation" is not cut into "Vac" and "##ation".
     """
     _check_sizes(size, overlap)
+    headings = _HeadingPath()
     for page in pages:
         if not page.text.strip():
             continue
         spans = tokenizer.token_spans(page.text)
+        page_headings = headings.on_page(page.text)
         start = 0
         while start < len(spans):
             end = min(start + size, len(spans))
             end = _back_off_to_word_boundary(spans, start, end)
             text = page.text[spans[start][0] : spans[end - 1][1]].strip()
             if text:
-                yield ChunkDraft(text=text, page=page.number, token_count=end - start)
+                path = page_headings.at(spans[start][0])
+                yield ChunkDraft(text=text, page=page.number, token_count=end - start, heading_path=path)
             if end == len(spans):
                 break
             next_start = max(end - overlap, start + 1)
             start = _forward_to_word_start(spans, next_start, end)
+
+
+class _HeadingPath:
+    """The headings open at a point of the text, page after page, for strategies that cut without regard to them."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[int, str]] = []
+        self.in_fence = [False]
+        self.pending: list[tuple[int, int, str]] = []
+
+    def on_page(self, text: str) -> _HeadingPath:
+        self.pending = [
+            (start, level, title) for kind, start, _, level, title in _blocks(text, self.in_fence) if kind == "heading"
+        ]
+        self.pending.reverse()
+        return self
+
+    def at(self, offset: int) -> str:
+        """The heading path at `offset` of the page (a heading line starting there counts); offsets only grow."""
+        while self.pending and self.pending[-1][0] <= offset:
+            _, level, title = self.pending.pop()
+            _open_heading(self.open, level, title)
+        return HEADING_PATH_SEPARATOR.join(title for _, title in self.open)
+
+
+def _open_heading(open_headings: list[tuple[int, str]], level: int, title: str) -> None:
+    while open_headings and open_headings[-1][0] >= level:
+        open_headings.pop()
+    open_headings.append((level, title))
 
 
 def _glued(spans: list[tuple[int, int]], index: int) -> bool:
@@ -159,11 +194,9 @@ def structure_chunks(pages: Iterable[Page], tokenizer: Tokenizer, size: int, ove
             if piece.heading_level:
                 if not packer.holds_only_headings():
                     yield from packer.finish()  # a chunk never mixes two sections
-                while open_headings and open_headings[-1][0] >= piece.heading_level:
-                    open_headings.pop()
-                open_headings.append((piece.heading_level, piece.heading_title))
-            packer.heading_path = HEADING_PATH_SEPARATOR.join(title for _, title in open_headings)
-            yield from packer.add(piece)
+                _open_heading(open_headings, piece.heading_level, piece.heading_title)
+            path = HEADING_PATH_SEPARATOR.join(title for _, title in open_headings)
+            yield from packer.add(dataclasses.replace(piece, heading_path=path))
     yield from packer.finish()
 
 
@@ -175,14 +208,19 @@ def sentence_window_chunks(
     Each chunk after the first on a page starts with the last sentences of the chunk
     before it, as many as fit in `overlap` tokens. Paragraph ends, heading lines and
     new list items also end a sentence. A sentence longer than `size` tokens is cut
-    into token windows, the only time a sentence is split.
+    into token windows, the only time a sentence is split. A chunk's heading_path is the
+    one its first sentence is under.
     """
     _check_sizes(size, overlap)
     packer = _Packer(tokenizer, size, overlap)
     in_fence = [False]
+    open_headings: list[tuple[int, str]] = []
     for page in pages:
         for piece in _page_pieces(page, tokenizer, size, in_fence, sentences_always=True):
-            yield from packer.add(piece)
+            if piece.heading_level:
+                _open_heading(open_headings, piece.heading_level, piece.heading_title)
+            path = HEADING_PATH_SEPARATOR.join(title for _, title in open_headings)
+            yield from packer.add(dataclasses.replace(piece, heading_path=path))
         yield from packer.finish()  # a chunk has exactly one page
 
 
@@ -197,6 +235,7 @@ class _Piece:
     heading_level: int = 0
     heading_title: str = ""
     sentences: tuple[_Piece, ...] = ()  # a paragraph's sentences, for when it must be packed by sentence
+    heading_path: str = ""  # the headings it is under (a heading line: including itself)
 
 
 class _Packer:
@@ -209,7 +248,6 @@ class _Packer:
         self.pieces: list[_Piece] = []
         self.tokens = 0
         self.new_pieces = 0  # pieces not yet in any emitted chunk
-        self.heading_path = ""  # of the pieces being packed; the caller sets it
 
     def holds_only_headings(self) -> bool:
         return all(piece.heading_level for piece in self.pieces[len(self.pieces) - self.new_pieces :])
@@ -219,7 +257,7 @@ class _Packer:
             if piece.sentences and self.holds_only_headings():
                 # Headings alone make a poor chunk: the paragraph joins them, sentence by sentence.
                 for sentence in piece.sentences:
-                    yield from self.add(sentence)
+                    yield from self.add(dataclasses.replace(sentence, heading_path=piece.heading_path))
                 return
             yield from self._emit()
             self._keep_overlap(room=self.size - piece.tokens)
@@ -251,7 +289,9 @@ class _Packer:
             parts.append(piece.separator if piece.page == previous.page else "\n\n")
             parts.append(piece.text)
         text = "".join(parts)
-        path = self.heading_path
+        # The chunk is where its first new text is (a chunk of whole sections: its section).
+        new = self.pieces[len(self.pieces) - self.new_pieces :]
+        path = next((piece.heading_path for piece in new if not piece.heading_level), new[-1].heading_path)
         # Headings carried over from the bottom of the previous page belong with their text.
         page = next((piece.page for piece in self.pieces if not piece.heading_level), first.page)
         # Pieces were counted within their page; counting the chunk itself is what guarantees

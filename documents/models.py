@@ -223,6 +223,11 @@ class Chunk(models.Model):
     ordinal = models.PositiveIntegerField()
     page = models.PositiveIntegerField(null=True, blank=True)
     heading_path = models.CharField(max_length=500, blank=True)
+    location = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text='Where the passage is, in its format\'s terms: "page 3", "rows 18–24", "Benefits › Dental".',
+    )
     text = models.TextField()
     token_count = models.PositiveIntegerField()
     embedding = VectorField(null=True, blank=True)
@@ -248,3 +253,16 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document.filename} #{self.ordinal}"
+
+    @property
+    def citation_location(self) -> str:
+        """`location`, or for chunks made before it was stored, the heading path or a PDF's page.
+
+        Only a PDF has pages worth naming: every other format is one "page 1". Reads
+        `document` (select it with the chunk).
+        """
+        if self.location or self.heading_path:
+            return self.location or self.heading_path
+        if self.page and (self.page > 1 or self.document.filename.lower().endswith(".pdf")):
+            return f"page {self.page}"
+        return ""

@@ -14,11 +14,14 @@ A worker killed mid-way loses at most one batch; the re-run picks up where it st
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from pgvector.django import VectorField
 
-from documents import chunkers, filenames, parsers
+from documents import archives, chunkers, filenames, parsers
 from documents.models import Chunk, Document, DocumentVersion, Page
 
 logger = logging.getLogger(__name__)
@@ -91,10 +94,17 @@ class NothingStored(UploadRefused):
         super().__init__(" ".join(refusal.message for refusal in refused))
 
 
+class UnsupportedFiles(NothingStored):
+    """Every file of the upload is of a kind Docent can't read (or an archive holding none it can)."""
+
+    status = 415
+
+
 @dataclass(frozen=True)
 class Upload:
     document: Document
     unchanged: bool  # same name and same content as the current version: no work queued
+    archive: str = ""  # the ZIP archive the file was unpacked from
 
 
 @dataclass(frozen=True)
@@ -103,10 +113,36 @@ class Refused:
 
     filename: str
     reason: str
+    unsupported: bool = False  # a kind of file Docent can't read, rather than one it could not store
 
     @property
     def message(self) -> str:
         return f"{self.filename} was not stored: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """A ZIP archive whose readable files became documents (they follow it in the results), and what was left out."""
+
+    archive: str
+    added: int
+    left_out: tuple[archives.LeftOut, ...] = ()
+
+    @property
+    def message(self) -> str:
+        """One summary for the person who uploaded the archive."""
+        added = f"{self.archive} was unpacked into {self.added} {_plural('document', self.added)}."
+        if not self.left_out:
+            return added
+        return f"{added} {_left_out_summary(self.left_out)}"
+
+
+def _left_out_summary(left_out: tuple[archives.LeftOut, ...] | list[archives.LeftOut]) -> str:
+    members = "; ".join(f"{member.name}: {member.reason.rstrip('.')}" for member in left_out)
+    return (
+        f"Left out ({len(left_out)} {_plural('file', len(left_out))}): {members}. "
+        f"Docent reads {parsers.SUPPORTED_DESCRIPTION}."
+    )
 
 
 # --- Upload ----------------------------------------------------------------------------
@@ -121,6 +157,12 @@ def check_upload(bot, files: list[UploadedFile]) -> set[str]:
 
     Returns the names of the bot's documents.
     """
+    _check_files(files)
+    return _check_room(bot, files)
+
+
+def _check_files(files: list[UploadedFile]) -> None:
+    """Refuse an upload with no files, too many, or a file over the size limit."""
     if not files:
         raise UploadRefused("Choose or drop at least one file.")
     if len(files) > settings.DOCENT_MAX_FILES_PER_UPLOAD:
@@ -131,8 +173,12 @@ def check_upload(bot, files: list[UploadedFile]) -> set[str]:
                 f"{upload.name} is {upload.size / 1024 / 1024:.1f} MB; "
                 f"the limit is {settings.DOCENT_MAX_UPLOAD_MB} MB per file."
             )
+
+
+def _check_room(bot, files: list[UploadedFile]) -> set[str]:
+    """Refuse files that would take the bot past its number of documents; returns the names it has."""
     existing = set(Document.objects.filter(bot=bot).values_list("filename", flat=True))
-    new_names = {clean_filename(upload.name) for upload in files} - existing
+    new_names = {document_name(upload) for upload in files} - existing
     if len(existing) + len(new_names) > settings.DOCENT_MAX_DOCUMENTS_PER_BOT:
         raise BotFull(
             f"This bot can hold {settings.DOCENT_MAX_DOCUMENTS_PER_BOT} documents; delete some before adding more."
@@ -157,21 +203,91 @@ def uploaded_files(request, field: str = "file") -> list[UploadedFile]:
     return files
 
 
-def add_documents(bot, files: list[UploadedFile], enqueue: bool = True) -> list[Upload | Refused]:
-    """Store every file, or say for each file that was not stored why not.
+def add_documents(bot, files: list[UploadedFile], enqueue: bool = True) -> list[Upload | Refused | Unpacked]:
+    """Store every file Docent can read, unpack ZIP archives, and say for each file not stored why not.
 
     Limits on the whole upload (file size, number of files, room in the bot) refuse it
-    before anything is stored. After that, a file that can't be written (disk full, I/O
-    error) leaves nothing behind and is reported as Refused while the others are stored;
-    if none could be stored, NothingStored is raised. Results are in the files' order.
+    before anything is stored. A file of a kind Docent can't read is refused at once
+    (Refused with `unsupported`), so it never becomes a failed document; an archive
+    becomes an Unpacked entry followed by its readable files, each stored as a document
+    named with its folders. If no file is left to store, UnsupportedFiles (415) is raised.
+    A file that can't be written (disk full, I/O error) leaves nothing behind and is
+    reported as Refused while the others are stored; if none could be stored,
+    NothingStored is raised. Results are in the files' order.
     """
-    existing = check_upload(bot, files)
+    _check_files(files)
+    with contextlib.ExitStack() as unpacked:
+        screened = [item for upload in files for item in _screen(upload, unpacked)]
+        to_store = [item for item in screened if isinstance(item, UploadedFile)]
+        refused = [item for item in screened if isinstance(item, Refused)]
+        if not to_store:
+            raise (UnsupportedFiles if all(refusal.unsupported for refusal in refused) else NothingStored)(refused)
+        if len(to_store) > settings.DOCENT_MAX_FILES_PER_UPLOAD:
+            raise TooManyFiles(
+                f"Unpacked, this upload holds {len(to_store):,} files; at most "
+                f"{settings.DOCENT_MAX_FILES_PER_UPLOAD:,} can be uploaded at once. Upload the rest separately."
+            )
+        stored = dict(zip(map(id, to_store), _store_all(bot, to_store, enqueue), strict=True))
+        ordered = [_from_archive(stored[id(item)], item) if id(item) in stored else item for item in screened]
+    if not any(isinstance(result, Upload) for result in ordered):
+        raise NothingStored([result for result in ordered if isinstance(result, Refused)])
+    return ordered
+
+
+def _screen(upload: UploadedFile, unpacked: contextlib.ExitStack) -> list[UploadedFile | Refused | Unpacked]:
+    """The upload itself when Docent can read it; its readable files after an Unpacked entry when
+    it is an archive; else why not. Unpacked files are closed (deleted) when `unpacked` exits."""
+    name = document_name(upload)
+    try:
+        upload.seek(0)
+        head = upload.read(archives.SNIFF_BYTES)
+        upload.seek(0)
+    except OSError:
+        return [upload]  # storing it will fail and say why
+    if archives.is_archive(upload, head):
+        limits = parsers.ZipLimits.from_settings(settings)
+        try:
+            members, left_out = archives.unpack(upload, limits, max_upload_bytes())
+        except archives.ArchiveRefused as exc:
+            return [Refused(name, str(exc))]
+        for member in members:
+            unpacked.callback(_close_quietly, member)
+        if not members:
+            reason = (
+                f"It holds no file Docent can read. {_left_out_summary(left_out)}"
+                if left_out
+                else ("The archive is empty.")
+            )
+            return [Refused(name, reason, unsupported=True)]
+        return [Unpacked(name, len(members), tuple(left_out)), *members]
+    if head.strip():  # an empty file fails with its reason, as the parser gives it
+        try:
+            parsers.sniff_kind(head, name)
+        except parsers.ParseError as exc:
+            return [Refused(name, str(exc), unsupported=True)]
+    return [upload]
+
+
+def _from_archive(result: Upload | Refused, upload: UploadedFile) -> Upload | Refused:
+    if isinstance(result, Upload) and isinstance(upload, archives.ArchiveMember):
+        return dataclasses.replace(result, archive=upload.archive)
+    return result
+
+
+def _close_quietly(upload: UploadedFile) -> None:
+    with contextlib.suppress(OSError):
+        upload.close()
+
+
+def _store_all(bot, files: list[UploadedFile], enqueue: bool) -> list[Upload | Refused]:
+    """Store files that passed _screen, each all or nothing; results in the files' order."""
+    existing = _check_room(bot, files)
     results: dict[int, Upload | Refused] = {}
     # Names the bot doesn't have yet (a dropped folder, mostly) are stored together, in a
     # few queries rather than ten per file; the rest are new versions, one by one.
     new: dict[str, int] = {}
     for index, upload in enumerate(files):
-        new.setdefault(clean_filename(upload.name), index)
+        new.setdefault(document_name(upload), index)
     new = {name: index for name, index in new.items() if name not in existing}
     # IntegrityError: another upload created one of these names meanwhile; store them one by one.
     with contextlib.suppress(IntegrityError):
@@ -181,11 +297,8 @@ def add_documents(bot, files: list[UploadedFile], enqueue: bool = True) -> list[
             try:
                 results[index] = _store(bot, upload, enqueue)
             except FileNotStored as exc:
-                results[index] = Refused(clean_filename(upload.name), str(exc))
-    ordered = [results[index] for index in range(len(files))]
-    if all(isinstance(result, Refused) for result in ordered):
-        raise NothingStored([result for result in ordered if isinstance(result, Refused)])
-    return ordered
+                results[index] = Refused(document_name(upload), str(exc))
+    return [results[index] for index in range(len(files))]
 
 
 def _store_new_documents(bot, uploads: dict[int, UploadedFile], enqueue: bool) -> dict[int, Upload | Refused]:
@@ -203,10 +316,10 @@ def _store_new_documents(bot, uploads: dict[int, UploadedFile], enqueue: bool) -
             try:
                 hashes[index] = _sha256(upload)
             except OSError as exc:
-                results[index] = Refused(clean_filename(upload.name), _storage_failure_reason(exc))
+                results[index] = Refused(document_name(upload), _storage_failure_reason(exc))
         with transaction.atomic():
             documents = Document.objects.bulk_create(
-                [Document(bot=bot, filename=clean_filename(uploads[index].name)) for index in hashes]
+                [Document(bot=bot, filename=document_name(uploads[index])) for index in hashes]
             )
             refused_documents = []
             for (index, content_hash), document in zip(hashes.items(), documents, strict=True):
@@ -216,7 +329,7 @@ def _store_new_documents(bot, uploads: dict[int, UploadedFile], enqueue: bool) -
                 )
                 try:
                     upload.seek(0)
-                    version.file.save(document.filename, upload, save=False)
+                    version.file.save(_stored_name(document.filename), upload, save=False)
                 except (OSError, SuspiciousFileOperation) as exc:
                     _discard_stored_file(version, document.filename)
                     logger.warning("Could not store %s for bot %s: %r", document.filename, bot.pk, exc)
@@ -245,9 +358,21 @@ def add_document(bot, upload: UploadedFile, enqueue: bool = True) -> Upload:
     A name the bot doesn't have yet creates the document. Content identical to the
     current version (same SHA-256) queues nothing, unless that version failed.
     With enqueue=False the caller runs ingest_version itself (the ingest command).
-    Raises UploadRefused (FileNotStored when the file can't be written).
+    Raises UploadRefused (FileNotStored when the file can't be written, UnsupportedFiles
+    for a kind of file Docent can't read, or a ZIP archive: add_documents unpacks those).
     """
     check_upload(bot, [upload])
+    with contextlib.ExitStack() as unpacked:
+        screened = _screen(upload, unpacked)
+    if screened != [upload]:
+        refused = [item for item in screened if isinstance(item, Refused)] or [
+            Refused(
+                document_name(upload),
+                "A ZIP archive is unpacked only when uploaded in the browser or the API; unzip it and add its files.",
+                unsupported=True,
+            )
+        ]
+        raise (UnsupportedFiles if all(refusal.unsupported for refusal in refused) else NothingStored)(refused)
     return _store(bot, upload, enqueue)
 
 
@@ -258,7 +383,7 @@ def _store(bot, upload: UploadedFile, enqueue: bool) -> Upload:
     that fits the filesystem (DocumentVersion.file's upload_to). A failure after the
     file was written removes the file and any folder left empty.
     """
-    filename = clean_filename(upload.name)
+    filename = document_name(upload)
     version = None
     try:
         content_hash = _sha256(upload)
@@ -275,7 +400,7 @@ def _store(bot, upload: UploadedFile, enqueue: bool) -> Upload:
                 size_bytes=upload.size,
             )
             upload.seek(0)
-            version.file.save(filename, upload, save=False)
+            version.file.save(_stored_name(filename), upload, save=False)
             version.save()
             document.current_version = version
             document.save(update_fields=["current_version"])
@@ -299,7 +424,7 @@ def _discard_stored_file(version: DocumentVersion | None, filename: str) -> None
     storage = version.file.storage
     # A write that failed part-way never set version.file.name; the name it was writing is
     # the one upload_to gives (a taken name would differ, but versions' names are unique).
-    name = version.file.name or version.file.field.generate_filename(version, filename)
+    name = version.file.name or version.file.field.generate_filename(version, _stored_name(filename))
     try:
         storage.delete(name)
         path = Path(storage.path(name))
@@ -355,6 +480,22 @@ def enqueue_ingest(version_id: int) -> bool:
 def clean_filename(name: str) -> str:
     """The name a document is shown under: the uploaded name, without folders, capped in length."""
     return filenames.display_name(name, Document._meta.get_field("filename").max_length)
+
+
+def document_name(upload: UploadedFile) -> str:
+    """The name an upload's document gets: clean_filename, or for a file from an archive its path there."""
+    if not isinstance(upload, archives.ArchiveMember):
+        return clean_filename(upload.name)
+    max_chars = Document._meta.get_field("filename").max_length
+    if len(upload.name) <= max_chars:
+        return upload.name
+    stem, extension = filenames.split_extension(upload.name)
+    return stem[: max_chars - len(extension)] + extension
+
+
+def _stored_name(filename: str) -> str:
+    """The name the stored file is made from: a document's name without the folders an archive gave it."""
+    return filename.rsplit("/", 1)[-1]
 
 
 def _sha256(upload: UploadedFile) -> str:
@@ -656,6 +797,7 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bo
         for number, text in Page.objects.filter(version=version).order_by("number").values_list("number", "text")
     )
     drafts = chunkers.chunk_pages(pages, embedder(model), bot.chunking_strategy, size, overlap)
+    locate = _locator(version)
     limit = settings.DOCENT_MAX_CHUNKS_PER_DOCUMENT
     with transaction.atomic():
         Chunk.objects.filter(version=version, index_version=index_version, is_active=False).delete()
@@ -674,6 +816,7 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bo
                     ordinal=ordinal,
                     page=draft.page,
                     heading_path=draft.heading_path[:500],
+                    location=locate(draft)[:500],
                     text=draft.text,
                     token_count=draft.token_count,
                 )
@@ -687,6 +830,55 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bo
         version.chunked_index_version = index_version
         version.save(update_fields=["chunked_index_version"])
     return True
+
+
+def _locator(version: DocumentVersion):
+    """A function giving a chunk draft of `version` its location in the terms of the file's format.
+
+    A PDF's passages are on pages ("page 3"); a spreadsheet's are rows, numbered as a
+    spreadsheet shows them with the header as row 1 ("rows 18–24"); the other formats
+    have one page, so their passages are where their headings put them ("Benefits › Dental"),
+    or nowhere more precise than the document.
+    """
+    kind = _format_of(version)
+    if kind == "pdf":
+        return lambda draft: f"page {draft.page}" if draft.page else ""
+    if kind == "csv":
+        return _CsvRows(Page.objects.filter(version=version, number=1).values_list("text", flat=True).first() or "")
+    return lambda draft: draft.heading_path
+
+
+def _format_of(version: DocumentVersion) -> str:
+    """What parsers.parse read the version's file as ("pdf", "csv", ...); "" if that can't be told now."""
+    try:
+        with version.file.open("rb") as handle:
+            head = handle.read(archives.SNIFF_BYTES)
+        return parsers.sniff_kind(head, version.document.filename)
+    except (OSError, ValueError, parsers.ParseError):
+        return ""
+
+
+class _CsvRows:
+    """Row numbers of the chunks of a CSV document, whose page text has one data row per paragraph (parsers.csv_text).
+
+    Chunks come in order and each lies at or after the previous one's start, so each is
+    looked for from there: finding it is cheap even in a file of a million rows.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.row_starts = [0] + [match.end() for match in re.finditer(r"\n\n", text)]
+        self.cursor = 0
+
+    def __call__(self, draft) -> str:
+        start = self.text.find(draft.text, self.cursor)
+        if start < 0:
+            return ""
+        self.cursor = start
+        end = start + max(len(draft.text) - 1, 0)
+        # +2: the header is row 1, the first data row row 2.
+        first, last = (bisect.bisect_right(self.row_starts, offset) + 1 for offset in (start, end))
+        return f"row {first}" if first == last else f"rows {first}–{last}"
 
 
 def _too_many_passages(version: DocumentVersion, limit: int, chars_chunked: int, overlap_share: float) -> str:

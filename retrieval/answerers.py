@@ -34,6 +34,7 @@ class ScoredChunk:
     score: float = 0.0
     vector_score: float | None = None
     keyword_score: float | None = None
+    location: str = ""  # where the passage is, for citations ("page 3", "rows 18–24", "Benefits › Dental")
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,14 @@ class Prompt:
 
 
 def format_context_block(n: int, chunk: ScoredChunk) -> str:
-    """`[n] (document, page p, heading path) text`, leaving out what the chunk lacks."""
+    """`[n] (document, location) text`: the location in the format's terms ("rows 18–24"), else
+    `page p, heading path`, leaving out what the chunk lacks."""
     source = [chunk.document_name]
-    if chunk.page is not None:
+    if chunk.location:
+        source.append(chunk.location)
+    elif chunk.page is not None:
         source.append(f"page {chunk.page}")
-    if chunk.heading_path:
+    if chunk.heading_path and chunk.heading_path != chunk.location:
         source.append(chunk.heading_path)
     return f"[{n}] ({', '.join(source)}) {chunk.text.strip()}"
 

@@ -184,6 +184,7 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
             text=rows[chunk_id].text,
             ordinal=rows[chunk_id].ordinal,
             heading_path=rows[chunk_id].heading_path,
+            location=rows[chunk_id].citation_location,
             score=round(score, 6),
             vector_score=_rounded(vector_scores.get(chunk_id)),
             keyword_score=_rounded(keyword_scores.get(chunk_id)),

@@ -99,6 +99,7 @@ def test_reupload_with_same_content_does_no_work(owner_api, bot):
     (again,) = upload(owner_api, bot.id, "canteen.txt", fixture_bytes("canteen.txt")).json()
     assert again == {
         "id": first["id"], "filename": "canteen.txt", "status": "ready", "version": 1, "unchanged": True, "error": "",
+        "archive": None, "message": "", "left_out": [],
     }  # fmt: skip
     assert DocumentVersion.objects.filter(document=document).count() == 1
     assert set(Chunk.objects.filter(document=document).values_list("id", flat=True)) == chunk_ids
