@@ -1,8 +1,20 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 from django import forms
 from django.core.validators import MaxLengthValidator
 
 from bots.models import Bot
-from bots.services import INSTRUCTIONS_MAX_CHARS, PROMPT_TEMPLATE_MAX_CHARS, QUESTION_MAX_CHARS, SETTINGS_FIELDS
+from bots.services import (
+    INSTRUCTIONS_MAX_CHARS,
+    MIN_PASSAGE_TOKENS,
+    PROMPT_TEMPLATE_MAX_CHARS,
+    QUESTION_MAX_CHARS,
+    SETTING_RANGES,
+    SETTINGS_FIELDS,
+    max_passage_tokens,
+)
 
 # Free-text fields stored in TextFields, which give their form fields no length limit.
 TEXT_LIMITS = {"instructions": INSTRUCTIONS_MAX_CHARS, "prompt_template": PROMPT_TEMPLATE_MAX_CHARS}
@@ -78,8 +90,7 @@ class BotSettingsForm(forms.ModelForm):
             "refusal_threshold": "0–1. Higher means the bot says “not in the documents” more readily. Default 0.25.",
             "chunking_strategy": "By headings keeps sections together (best for manuals and policies). "
             "Changing it re-indexes all documents in the background.",
-            "chunk_size_tokens": "A token is about ¾ of a word; 200 is a paragraph or two. "
-            "At most 254 for the default model.",
+            "chunk_size_tokens": "A token is about ¾ of a word; 200 is a paragraph or two.",
             "chunk_overlap_tokens": "Text repeated between neighbouring passages so nothing falls between them.",
             "embedding_model": "The model that finds passages by meaning. Changing it re-indexes all documents.",
             "judge_provider": "Optional. A language model that grades each answer of a test run for faithfulness "
@@ -96,6 +107,12 @@ class BotSettingsForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         limit_text_fields(self)
+        # The browser checks the same ranges the server does (bots.services.SETTING_RANGES).
+        for name, (lowest, highest, _) in SETTING_RANGES.items():
+            self.fields[name].widget.attrs.update(min=lowest, max=highest)
+        largest = max_passage_tokens(self.instance.embedding_model)
+        self.fields["chunk_size_tokens"].widget.attrs.update(min=MIN_PASSAGE_TOKENS, max=largest)
+        self.fields["chunk_size_tokens"].help_text += f" At most {largest} for this bot's embedding model."
         self.fields["embedding_model"].empty_label = "Installation default"
         self.fields["provider"].empty_label = "Built-in answerer (quotes the documents)"
         self.fields["reranker"].empty_label = "None"
@@ -103,6 +120,78 @@ class BotSettingsForm(forms.ModelForm):
 
     def changes(self) -> dict:
         return {name: self.cleaned_data[name] for name in self.changed_data}
+
+    def groups(self) -> list[SettingsGroup]:
+        """The fields in SETTINGS_GROUPS order; a group's advanced fields open by themselves on an error."""
+        return [
+            SettingsGroup(
+                title,
+                intro,
+                [self._setting(name) for name in main],
+                [self._setting(name) for name in advanced],
+                open_advanced=any(self[name].errors for name in advanced),
+            )
+            for title, intro, main, advanced in SETTINGS_GROUPS
+        ]
+
+    def _setting(self, name: str) -> SettingField:
+        needs = SETTINGS_NEEDS.get(name, "")
+        return SettingField(self[name], needs, hidden=bool(needs) and not self[needs].value())
+
+
+@dataclass
+class SettingField:
+    field: forms.BoundField
+    needs: str  # the setting this one applies to ("provider"): hidden while that is empty
+    hidden: bool
+
+
+@dataclass
+class SettingsGroup:
+    title: str
+    intro: str
+    fields: list[SettingField]
+    advanced: list[SettingField]
+    open_advanced: bool
+
+
+# Title, one line on what the group decides, its everyday fields, and the advanced ones folded away.
+SETTINGS_GROUPS = [
+    ("About", "", ["name", "instructions"], []),
+    (
+        "Answers",
+        "Who writes the answers and how.",
+        ["provider", "llm_model", "temperature", "max_tokens"],
+        ["prompt_template"],
+    ),
+    (
+        "Retrieval",
+        "How the bot finds the passages it answers from.",
+        ["top_k", "refusal_threshold"],
+        ["reranker", "vector_weight", "keyword_weight", "rrf_k"],
+    ),
+    (
+        "Indexing",
+        "How documents are cut into passages and embedded. Changing these re-indexes every document in the "
+        "background; the bot keeps answering meanwhile.",
+        ["chunking_strategy", "chunk_size_tokens", "embedding_model"],
+        ["chunk_overlap_tokens"],
+    ),
+    (
+        "Quality",
+        "Test runs on the Quality tab.",
+        ["evaluate_on_change"],
+        ["judge_provider", "judge_model"],
+    ),
+]
+# Fields that mean something only once another is set: shown when it is, hidden otherwise.
+SETTINGS_NEEDS = {
+    "llm_model": "provider",
+    "temperature": "provider",
+    "max_tokens": "provider",
+    "prompt_template": "provider",
+    "judge_model": "judge_provider",
+}
 
 
 class ChatForm(forms.Form):

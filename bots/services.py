@@ -194,6 +194,57 @@ def update_bot(bot: Bot, user, changes: dict) -> Bot:
     return bot
 
 
+# How the history shows an empty choice of each optional model setting.
+_EMPTY_CHOICE_WORDS = {
+    "provider": "built-in answerer",
+    "embedding_model": "installation default",
+    "reranker": "none",
+    "judge_provider": "no judge",
+}
+
+
+def settings_history(bot: Bot, form_fields: dict, limit: int = 20) -> list[dict]:
+    """The bot's last saved versions, each change in the settings form's words.
+
+    `form_fields` are the settings form's fields, for their labels: "Passage size (tokens):
+    200 → 300" and "How documents are split: By headings → Sentences", never column names.
+    """
+    history = []
+    for version in bot.config_versions.select_related("changed_by")[:limit]:
+        changes = [
+            {
+                "label": form_fields[name].label if name in form_fields else name,
+                "old": _setting_words(name, old),
+                "new": _setting_words(name, new),
+            }
+            for name, (old, new) in version.changes.items()
+        ]
+        history.append(
+            {
+                "number": version.number,
+                "created_at": version.created_at,
+                "changed_by": version.changed_by.get_username() if version.changed_by else "",
+                "changes": changes,
+            }
+        )
+    return history
+
+
+def _setting_words(name: str, value) -> str:
+    if value is None or value == "":
+        return _EMPTY_CHOICE_WORDS.get(name, "—")
+    field = Bot._meta.get_field(name)
+    if field.is_relation:
+        related = field.related_model.objects.filter(pk=value).first()
+        return str(getattr(related, "name", related)) if related else f"a removed one (#{value})"
+    if field.choices:
+        return str(dict(field.flatchoices).get(value, value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def evaluate_default_test_set(bot: Bot, user):
     """Run the bot's default test set against its current settings; None if it has no default set with cases.
 
@@ -206,41 +257,76 @@ def evaluate_default_test_set(bot: Bot, user):
     return evaluation.start_run(test_set, started_by=user)
 
 
+class SettingError(ValueError):
+    """A setting's value is refused; `field` names the setting, so a form can show it there."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+# (lowest, highest) of each numeric setting, and the words its message uses: the same names
+# the settings form labels them with. The form's number inputs get these as min and max too.
+SETTING_RANGES = {
+    "top_k": (1, 50, "Passages per answer"),
+    "refusal_threshold": (0.0, 1.0, "The refusal threshold"),
+    "temperature": (0.0, 2.0, "Temperature"),
+    "max_tokens": (16, 8192, "The longest answer"),
+    "rrf_k": (1, 1000, "The fusion constant"),
+    "vector_weight": (0.0, 10.0, "The weight of meaning"),
+    "keyword_weight": (0.0, 10.0, "The weight of exact words"),
+}
+# Passage size runs from this up to what the bot's embedding model reads (max_passage_tokens).
+MIN_PASSAGE_TOKENS = 32
+# Two tokens of every passage the model reads are its start and end markers.
+_MODEL_SPECIAL_TOKENS = 2
+
+
+def max_passage_tokens(embedding_model=None) -> int:
+    """The largest passage size (tokens) `embedding_model` (default: the installation's) reads whole."""
+    model = embedding_model or retrieval.default_embedding_model()
+    return max(MIN_PASSAGE_TOKENS, model.max_tokens - _MODEL_SPECIAL_TOKENS)
+
+
 def _validate_settings(bot: Bot, changes: dict) -> None:
     unknown = set(changes) - set(SETTINGS_FIELDS)
     if unknown:
-        raise ValueError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+        raise SettingError(None, f"Unknown setting(s): {', '.join(sorted(unknown))}.")
     if "name" in changes and not str(changes["name"]).strip():
-        raise ValueError("A bot needs a name.")
+        raise SettingError("name", "A bot needs a name.")
     for field, label, max_chars in _SETTINGS_TEXT_LIMITS:
         if isinstance(changes.get(field), str):
-            checked_text(label, changes[field], max_chars)
+            try:
+                checked_text(label, changes[field], max_chars)
+            except ValueError as exc:
+                raise SettingError(field, str(exc)) from exc
     if "chunking_strategy" in changes and changes["chunking_strategy"] not in Bot.Chunking.values:
-        raise ValueError(f"Chunking must be one of: {', '.join(Bot.Chunking.values)}.")
+        raise SettingError("chunking_strategy", f"Chunking must be one of: {', '.join(Bot.Chunking.values)}.")
+    for field, (lowest, highest, words) in SETTING_RANGES.items():
+        if field in changes and not lowest <= changes[field] <= highest:
+            raise SettingError(field, f"{words} must be between {lowest:g} and {highest:g}.")
+    embedding_model = changes.get("embedding_model", bot.embedding_model)
     size = changes.get("chunk_size_tokens", bot.chunk_size_tokens)
     overlap = changes.get("chunk_overlap_tokens", bot.chunk_overlap_tokens)
-    if not 32 <= size <= 512:
-        raise ValueError("Chunk size must be between 32 and 512 tokens.")
-    if not 0 <= overlap <= size // 2:
-        raise ValueError("Chunk overlap must be between 0 and half the chunk size.")
-    if "top_k" in changes and not 1 <= changes["top_k"] <= 50:
-        raise ValueError("Passages per answer (top-k) must be between 1 and 50.")
-    if "refusal_threshold" in changes and not 0.0 <= changes["refusal_threshold"] <= 1.0:
-        raise ValueError("The refusal threshold must be between 0 and 1.")
-    if "temperature" in changes and not 0.0 <= changes["temperature"] <= 2.0:
-        raise ValueError("Temperature must be between 0 and 2.")
-    if "max_tokens" in changes and not 16 <= changes["max_tokens"] <= 8192:
-        raise ValueError("Answer length must be between 16 and 8192 tokens.")
-    if "rrf_k" in changes and not 1 <= changes["rrf_k"] <= 1000:
-        raise ValueError("The fusion constant must be between 1 and 1000.")
-    for weight in ("vector_weight", "keyword_weight"):
-        if weight in changes and not 0.0 <= changes[weight] <= 10.0:
-            raise ValueError("Search weights must be between 0 and 10.")
+    largest = max_passage_tokens(embedding_model)
+    if {"chunk_size_tokens", "embedding_model"} & changes.keys() and not MIN_PASSAGE_TOKENS <= size <= largest:
+        model = embedding_model or retrieval.default_embedding_model()
+        raise SettingError(
+            "chunk_size_tokens",
+            f"Passage size must be between {MIN_PASSAGE_TOKENS} and {largest} tokens "
+            f"(the most the embedding model {model.name} reads).",
+        )
+    if {"chunk_size_tokens", "chunk_overlap_tokens"} & changes.keys() and not 0 <= overlap <= size // 2:
+        raise SettingError(
+            "chunk_overlap_tokens", f"Passage overlap must be between 0 and {size // 2} tokens (half the passage size)."
+        )
     for provider_field, model_field in (("provider", "llm_model"), ("judge_provider", "judge_model")):
         provider = changes.get(provider_field, getattr(bot, provider_field))
         model = changes.get(model_field, getattr(bot, model_field))
         if provider is not None and model and provider.model_names and model not in provider.model_names:
-            raise ValueError(f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those.")
+            raise SettingError(
+                model_field, f"{provider.name} offers {', '.join(provider.model_names)}; pick one of those."
+            )
 
 
 _SETTINGS_TEXT_LIMITS = [

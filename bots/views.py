@@ -131,7 +131,7 @@ def answer_stream(request: HtmxHttpRequest, slug: str, message_id: int) -> HttpR
     return sse_response(request, events())
 
 
-def _knowledge_context(bot: Bot) -> dict:
+def _knowledge_context(bot: Bot, was_reindexing: bool = False) -> dict:
     rows = list(documents.documents_of_bots([bot]))
     reindexed, reindex_total = documents.reindex_progress(bot)
     reindexing = reindexed < reindex_total
@@ -139,8 +139,10 @@ def _knowledge_context(bot: Bot) -> dict:
         "documents": rows,
         "polling": reindexing or documents.any_running(rows),
         "reindexing": reindexing,
-        "reindexed": reindexed,
+        "reindex_prepared": documents.reindex_prepared(bot) if reindexing else reindexed,
         "reindex_total": reindex_total,
+        # The poll that sees a re-index end says so, rather than the banner just vanishing.
+        "reindex_finished": was_reindexing and not reindexing,
     }
 
 
@@ -157,7 +159,7 @@ def bot_knowledge(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def documents_table(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     bot = services.get_editable_bot(request.user, slug=slug)
-    context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot)
+    context = _bot_context(request, bot, "knowledge") | _knowledge_context(bot, "reindexing" in request.GET)
     return render(request, KNOWLEDGE_TEMPLATE + "#documents", context)
 
 
@@ -199,18 +201,31 @@ def bot_settings(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     bot = services.get_editable_bot(request.user, slug=slug)
     form = BotSettingsForm(request.POST or None, instance=Bot.objects.get(pk=bot.pk))
     if request.method == "POST" and form.is_valid():
+        before = bot.config_version
         try:
             bot = services.update_bot(bot, request.user, form.changes())
+        except services.SettingError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         except ValueError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Saved as settings version {bot.config_version}.")
+            request.session["settings_saved"] = _saved_message(bot, before)
             return redirect("bots:settings", bot.slug)
     context = _bot_context(request, bot, "settings") | {
         "form": form,
-        "config_versions": bot.config_versions.select_related("changed_by")[:20],
+        "saved": request.session.pop("settings_saved", "") if request.method == "GET" else "",
+        "history": services.settings_history(bot, BotSettingsForm.base_fields),
     }
     return render(request, "bots/bot_settings.html", context)
+
+
+def _saved_message(bot: Bot, version_before: int) -> str:
+    if bot.config_version == version_before:
+        return "Nothing changed, so nothing was saved."
+    message = f"Saved as settings version {bot.config_version}."
+    if documents.reindex_progress(bot)[1] and bot.config_versions.first().changes.keys() & services.INDEX_FIELDS:
+        message += " Every document is being re-indexed in the background; the Knowledge tab shows how far it is."
+    return message
 
 
 @login_required

@@ -744,13 +744,13 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> bool:
     progress.parsing(pages_total)
     Page.objects.filter(version=version).delete()
     batch: list[Page] = []
-    empty_pages: list[int] = []
+    problems: dict[int, str] = {}  # page number → why its text is missing or partial (ParsedPage.problem)
     stored = 0
     try:
         for page in parsers.parse(path, filename, parsers.ZipLimits.from_settings(settings)):
             batch.append(Page(version=version, number=page.number, text=page.text))
-            if not page.text.strip():
-                empty_pages.append(page.number)
+            if page.problem:
+                problems[page.number] = page.problem
             if len(batch) >= PAGE_BATCH:
                 stored += len(Page.objects.bulk_create(batch))
                 batch = []
@@ -766,9 +766,8 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> bool:
     with transaction.atomic():
         version.page_count = stored
         version.save(update_fields=["page_count"])
-        if empty_pages and stored > 1:
-            pages = f"{_plural('page', len(empty_pages))} {parsers.describe_page_ranges(empty_pages)}"
-            version.document.notes = f"No extractable text on {pages} (scanned images?); the rest is indexed."
+        if note := parsers.describe_text_problems(problems):
+            version.document.notes = note
             version.document.save(update_fields=["notes"])
     return True
 
@@ -1021,10 +1020,22 @@ def _reindex_locked(bot) -> None:
 
 
 def reindex_progress(bot) -> tuple[int, int]:
-    """(documents indexed with the bot's current settings, documents that should be)."""
+    """(documents answering from the bot's current index settings, documents that should be)."""
     ready = Document.objects.filter(bot=bot, status=Document.Status.READY)
     current = ready.filter(chunks__is_active=True, chunks__index_version=bot.index_version).distinct().count()
     return current, ready.count()
+
+
+def reindex_prepared(bot) -> int:
+    """How many ready documents have all their passages embedded for the current index settings.
+
+    A re-index activates every document's new passages at once at the end, so this is
+    the count that moves while it runs (the old index keeps answering meanwhile).
+    """
+    ready = Document.objects.filter(bot=bot, status=Document.Status.READY)
+    current = Chunk.objects.filter(document__in=ready, index_version=bot.index_version)
+    unfinished = current.filter(embedding__isnull=True).values("document_id")
+    return current.exclude(document_id__in=unfinished).values("document_id").distinct().count()
 
 
 def enqueue_reindex(bot_id: int) -> None:

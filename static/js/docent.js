@@ -129,3 +129,15 @@ document.addEventListener("DOMContentLoaded", () => {
     source.scrollIntoView({ block: "center" });
   });
 });
+
+// Settings: a field that applies only once another setting is chosen (data-needs="provider":
+// temperature means nothing to the built-in answerer) shows and hides with that choice.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("form.settings [data-needs]").forEach((wrapper) => {
+    const control = wrapper.closest("form").elements[wrapper.dataset.needs];
+    if (!control) return;
+    const update = () => (wrapper.hidden = !control.value);
+    control.addEventListener("change", update);
+    update();
+  });
+});

@@ -265,4 +265,4 @@ def test_pages_without_text_are_reported_and_the_rest_indexed(bot):
     services.ingest_version(upload.document.current_version_id)
     upload.document.refresh_from_db()
     assert upload.document.status == "ready"
-    assert upload.document.notes == "No extractable text on pages 5–6 (scanned images?); the rest is indexed."
+    assert upload.document.notes == "Pages 5–6 are blank."
