@@ -27,6 +27,7 @@ def knowledge_page(page, live_server, owner, bot, settings, tmp_path):
     return page
 
 
+@pytest.mark.browser_errors_expected("409", "413")
 def test_refusals_for_a_full_bot_and_for_too_many_files_show_in_the_drop_zone_one_after_the_other(
     knowledge_page, bot, settings
 ):
@@ -63,6 +64,7 @@ def test_a_file_that_cannot_be_stored_is_named_with_its_reason_while_the_others_
     expect(document_row(page, "canteen.txt")).to_be_visible()
 
 
+@pytest.mark.browser_errors_expected("403")
 def test_an_upload_after_the_session_ended_says_so_and_keeps_the_table(knowledge_page, bot):
     page = knowledge_page
     message = page.locator("#upload-message")
