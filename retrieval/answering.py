@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from retrieval.answerers import Answer, extractive_answer
+from retrieval.answerers import Answer, stream_extractive_answer
 from retrieval.embedding import embed_texts, embedding_model_for
 from retrieval.llms import LLMError
 from retrieval.models import Trace
@@ -44,7 +44,8 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
     With an LLM provider the bot's prompt template gets numbered context blocks, the
     answer streams token by token, and [n] markers that point at no block are dropped
     (and logged). Without one, the built-in extractive answerer quotes the retrieved
-    sentences most similar to the question, cited, or says the documents don't cover it.
+    sentences that answer the question, cited, streamed a sentence at a time as each is
+    chosen, or says the documents don't cover it.
     Follow-up questions are first rewritten to stand alone using `history`. `origin`
     ("chat" or "evaluation") is recorded on the trace.
     """
@@ -85,16 +86,15 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
             yield AnswerEvent("token", result.text)
     else:
         model = embedding_model_for(bot)
-        result = extractive_answer(
+        sentences = stream_extractive_answer(
             found.query_vector,
             found.chunks,
             encode=lambda texts: embed_texts(texts, model),
             threshold=bot.refusal_threshold,
+            question=rewritten,
         )
+        result = yield from _sentence_events(sentences, timings, started)
         tokens = {"best_similarity": round(result.best_similarity, 4)}
-        for piece in _pieces(result.text):
-            timings.setdefault("first_token", _ms(started))
-            yield AnswerEvent("token", piece)
     timings["generate"] = _ms(generate_started)
     timings["total"] = _ms(started)
 
@@ -146,11 +146,15 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
 
-def _pieces(text: str):
-    """The extractive answer in word-sized pieces, so it streams like a model's would."""
-    words = text.split(" ")
-    for index, word in enumerate(words):
-        yield word if index == len(words) - 1 else word + " "
+def _sentence_events(sentences, timings: dict[str, float], started: float):
+    """Each sentence of the extractive answer as a "token" event the moment it is chosen; returns the Answer."""
+    while True:
+        try:
+            sentence = next(sentences)
+        except StopIteration as finished:
+            return finished.value
+        timings.setdefault("first_token", _ms(started))
+        yield AnswerEvent("token", sentence)
 
 
 def _standalone_question(bot, question: str, history) -> str:
