@@ -154,6 +154,16 @@ class SettingsGroup:
     advanced: list[SettingField]
     open_advanced: bool
 
+    @property
+    def advanced_needs(self) -> str:
+        """The setting all advanced fields need ("provider"), so the fold hides with them; else ""."""
+        needs = {setting.needs for setting in self.advanced}
+        return needs.pop() if len(needs) == 1 else ""
+
+    @property
+    def advanced_hidden(self) -> bool:
+        return bool(self.advanced) and all(setting.hidden for setting in self.advanced)
+
 
 # Title, one line on what the group decides, its everyday fields, and the advanced ones folded away.
 SETTINGS_GROUPS = [

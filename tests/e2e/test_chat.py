@@ -32,6 +32,14 @@ QUESTIONS = [
 ]
 
 
+# Controls on screen that stick out past the right edge, or are squeezed too narrow to use.
+CUT_OFF_CONTROLS = """(width) => [...document.querySelectorAll("main :is(input, select, button, textarea)")]
+  .filter((el) => el.offsetParent && !el.closest("details:not([open])"))
+  .filter((el) => !["hidden", "checkbox", "radio"].includes(el.type) && !el.classList.contains("visually-hidden"))
+  .filter((el) => { const box = el.getBoundingClientRect(); return box.right > width + 1 || box.width < 40; })
+  .map((el) => el.outerHTML.slice(0, 80))"""
+
+
 @pytest.fixture
 def handbook(bot, index_texts):
     index_texts(bot, {"leave.txt": LEAVE, "canteen.txt": CANTEEN, "printers.txt": PRINTERS})
@@ -186,6 +194,9 @@ def test_a_phone_shows_the_whole_conversation_and_the_question_box_without_sidew
         for path in ("", "sharing/", "settings/", "knowledge/"):
             page.goto(f"{live_server.url}/bots/{handbook.slug}/{path}")
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (width, path)
+            # Nothing is cut off inside a card either: every control is wholly on screen and usable.
+            offscreen = page.evaluate(CUT_OFF_CONTROLS, width)
+            assert offscreen == [], (width, path, offscreen)
         page.goto(f"{live_server.url}/bots/{handbook.slug}/conversations/{conversation.pk}/")
         page.locator("article.message.assistant .sources summary").first.click()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
