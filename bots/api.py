@@ -124,6 +124,7 @@ def chat(request, bot_id: int, payload: schemas.ChatIn):
     `token` events `{"text"}` while it is produced, then one `done` event with the body below."""
     bot = services.get_bot(request.user, pk=bot_id)
     question = services.post_question(bot, request.user, payload.message, payload.conversation_id)
+    editor = services.can_edit(request.user, bot)
     if payload.stream:
 
         def events():
@@ -131,22 +132,23 @@ def chat(request, bot_id: int, payload: schemas.ChatIn):
                 if event.kind == "token":
                     yield sse("token", {"text": event.text})
                 else:
-                    yield sse("done", _chat_body(event.message))
+                    yield sse("done", _chat_body(event.message, editor))
 
         return sse_response(request, events())
     for event in services.answer_stream(question):
         if event.kind == "done":
-            return _chat_body(event.message)
+            return _chat_body(event.message, editor)
     raise HttpError(503, "The answer could not be produced; try again.")
 
 
-def _chat_body(reply) -> dict:
+def _chat_body(reply, editor: bool) -> dict:
     return {
         "conversation_id": reply.conversation_id,
         "message_id": reply.id,
         "answer": reply.text,
         "citations": reply.citations,
-        "trace_id": reply.trace_id,
+        # Traces (scores, prompts, every candidate) are for editors; chat-only users get the citations.
+        "trace_id": reply.trace_id if editor else None,
     }
 
 

@@ -263,6 +263,7 @@ class CitationOut(Schema):
     )
     chunk_id: int
     snippet: str
+    passage: str = Field("", description="The whole passage the answer quotes from.")
 
 
 class ChatOut(Schema):
@@ -270,7 +271,7 @@ class ChatOut(Schema):
     message_id: int
     answer: str
     citations: list[CitationOut]
-    trace_id: int | None
+    trace_id: int | None = Field(description="The answer's trace, for the bot's editors; null for chat-only users.")
 
 
 class TraceOut(Schema):

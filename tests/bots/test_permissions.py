@@ -82,3 +82,33 @@ def test_anonymous_visitors_are_sent_to_log_in(client, bot):
     response = client.get(f"/bots/{bot.slug}/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_chat_only_user_gets_answers_with_their_sources_but_no_documents_scores_or_traces(
+    owner_api, member, bot, index_texts
+):
+    from bots import services
+    from tests.conftest import api_client_for
+
+    index_texts(bot, {"canteen.txt": "The canteen on the second floor opens at 11:30 on weekdays."})
+    services.share_bot(bot, username="mike")
+    member_api = api_client_for(member)
+
+    reply = member_api.post(
+        f"/api/v1/bots/{bot.id}/chat", {"message": "When does the canteen open?"}, "application/json"
+    )
+    assert reply.status_code == 200
+    body = reply.json()
+    citation = body["citations"][0]
+    assert citation["document_name"] == "canteen.txt" and "location" in citation
+    assert "opens at 11:30" in citation["passage"]
+    assert not any("score" in key for key in citation)
+    assert body["trace_id"] is None
+
+    document_id = citation["document_id"]
+    trace_id = owner_api.post(f"/api/v1/bots/{bot.id}/chat", {"message": "Canteen hours?"}, "application/json")
+    trace_url = f"/api/v1/traces/{trace_id.json()['trace_id']}"
+    for url in (f"/api/v1/bots/{bot.id}/documents", f"/api/v1/documents/{document_id}", trace_url):
+        response = member_api.get(url)
+        assert response.status_code == 404 and "detail" in response.json(), url
+    assert member_api.post(f"/api/v1/bots/{bot.id}/search", {"query": "canteen"}, "application/json").status_code == 404
