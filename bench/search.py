@@ -125,12 +125,26 @@ def build(n: int, random_vectors: bool, rng: random.Random):
             texts_sample.extend(texts[:: max(1, len(texts) // 20)])
             with raw.cursor().copy(
                 "COPY documents_chunk (bot_id, document_id, version_id, index_version, ordinal, page, heading_path,"
-                " text, token_count, embedding, dimensions, is_active) FROM STDIN"
+                " location, text, token_count, embedding, dimensions, is_active) FROM STDIN"
             ) as copy:
                 for offset, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
                     vector_text = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
                     copy.write_row(
-                        (bot.id, document.id, version.id, 1, start + offset, 1, "", text, 40, vector_text, 384, True)
+                        (
+                            bot.id,
+                            document.id,
+                            version.id,
+                            1,
+                            start + offset,
+                            1,
+                            "",
+                            "page 1",
+                            text,
+                            40,
+                            vector_text,
+                            384,
+                            True,
+                        )
                     )
             bar.update(len(texts))
         loaded = time.perf_counter()

@@ -10,14 +10,17 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from documents import services as documents
 from evaluation import services
 from evaluation.models import TestCase
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, fixture_bytes
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def handbook(bot):
-    for name, text in {"canteen.txt": b"The canteen opens at 11:30.", "leave.pdf": b"25 days of leave."}.items():
+    for name, text in {
+        "canteen.txt": b"The canteen opens at 11:30.",
+        "leave.pdf": fixture_bytes("handbook.pdf"),
+    }.items():
         documents.add_document(bot, SimpleUploadedFile(name, text), enqueue=False)
     return bot
 
