@@ -127,6 +127,7 @@ document.addEventListener("DOMContentLoaded", () => {
     passage.setAttribute("tabindex", "-1");
     passage.focus({ preventScroll: true });
     source.scrollIntoView({ block: "center" });
+    history.replaceState(history.state, "", link.hash); // the address names the source, for sharing
   });
 });
 

@@ -89,7 +89,7 @@ def test_streamed_deltas_add_up_to_the_non_streamed_answer(live_server, owner, h
     whole = client.chat.completions.create(model=bot.slug, messages=messages)
 
     chunks = list(client.chat.completions.create(model=bot.slug, messages=messages, stream=True))
-    assert len(chunks) > 3
+    assert len(chunks) >= 3  # the role, the answer (a chunk per sentence), the finish with citations
     assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
     assert len({chunk.id for chunk in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"

@@ -231,6 +231,7 @@ def test_too_many_pages_fail_with_a_reason(bot, settings):
     assert "4 pages; the limit is 2" in upload.document.error
 
 
+@pytest.mark.django_db  # the passage size limit comes from the embedding model's row
 def test_bots_services_validate_settings():
     from bots.models import Bot
 

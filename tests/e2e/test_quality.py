@@ -56,7 +56,7 @@ def test_create_a_test_set_run_it_change_a_setting_run_again_and_compare(
     page.click("nav.tabs >> text=Settings")
     page.fill("input[name=refusal_threshold]", "1")
     page.click("button:has-text('Save settings')")
-    expect(page.locator(".flash")).to_contain_text("Saved as settings version 2")
+    expect(page.locator("#saved")).to_contain_text("Saved as settings version 2")
 
     page.click("nav.tabs >> text=Quality")
     page.click("#test-sets button:has-text('Run')")
