@@ -235,7 +235,13 @@ class _Scorer:
     (in most retrieved passages) weigh little, so matching only them is not enough.
     """
 
-    def __init__(self, question: str, question_vector, encode, chunks: Sequence[ScoredChunk]):
+    def __init__(
+        self,
+        question: str,
+        question_vector: np.ndarray,
+        encode: Callable[[list[str]], np.ndarray],
+        chunks: Sequence[ScoredChunk],
+    ):
         self.question_vector = question_vector
         self.encode = encode
         self.question_terms = list(dict.fromkeys(key_terms(question)))
@@ -295,7 +301,8 @@ def extractive_answer(
         try:
             next(stream)
         except StopIteration as finished:
-            return finished.value
+            answer: Answer = finished.value
+            return answer
 
 
 def stream_extractive_answer(
