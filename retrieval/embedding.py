@@ -10,7 +10,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, get_embedder
+from retrieval.embedders import DEFAULT_MODEL_SOURCE, AnyEmbedder, get_embedder
 from retrieval.models import EmbeddingModel
 
 
@@ -30,9 +30,10 @@ def embedding_model_for(bot) -> EmbeddingModel:
     return bot.embedding_model if bot.embedding_model_id else default_embedding_model()
 
 
-def embedder(model: EmbeddingModel | None = None) -> Embedder:
-    """The loaded model (default: the installation's default), once per process."""
-    return get_embedder((model or default_embedding_model()).source)
+def embedder(model: EmbeddingModel | None = None) -> AnyEmbedder:
+    """The loaded model (default: the installation's default) on its backend, once per process."""
+    model = model or default_embedding_model()
+    return get_embedder(model.source, model.backend)
 
 
 def warm_up() -> None:

@@ -18,6 +18,20 @@ class EmbeddingModel(models.Model):
     dimensions = models.PositiveSmallIntegerField()
     max_tokens = models.PositiveIntegerField(default=256, help_text="The model's input window, in tokens.")
     is_default = models.BooleanField(default=False, help_text="Used by new bots.")
+
+    class Backend(models.TextChoices):
+        # Values match retrieval.embedders.BACKENDS.
+        TORCH = "torch", "PyTorch, fp32"
+        ONNX_INT8 = "onnx-int8", "ONNX Runtime, int8 weights"
+
+    # How the same weights run, not which weights: vectors from both agree to a cosine of
+    # ~0.99, so changing it needs no re-embedding. bench/encoder.py measures the trade.
+    backend = models.CharField(
+        max_length=20,
+        choices=Backend.choices,
+        default=Backend.TORCH,
+        help_text="onnx-int8 is exported once to $DOCENT_DATA_DIR/models/ and needs no torch afterwards.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
