@@ -16,7 +16,13 @@ import numpy as np
 NOT_COVERED = "I couldn't find this in the documents, so I can't answer it."
 
 # End of a sentence: . ! ? or a CJK full stop, then white space.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+# A sentence ends at . ! ? (or their CJK forms) and a space, but not after an initial
+# ("William H. Maxwell", "safety T. J. Ward") or a title or abbreviation that takes a name
+# or more text after it.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?。！？])(?<!\b[A-Z]\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bMrs\.)(?<!\bvs\.)"
+    r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bNo\.)\s+"
+)
 _BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-*•+]|\d+[.)])\s)")
 _BULLETS = ("-", "*", "•", "+")
 # Sentences shorter than this are headings or fragments, not answers.

@@ -73,3 +73,16 @@ def test_the_same_sentence_in_two_documents_is_quoted_once(encode):
     answer = extractive_answer(encode(["How many vacation days?"])[0], chunks, encode, threshold=0.2)
     assert answer.text.count(same) == 1
     assert len(answer.citations) == 1
+
+
+def test_sentences_do_not_end_at_initials_or_titles_before_a_name():
+    text = (
+        "The plan was approved by superintendent William H. Maxwell of New York. "
+        "It was intercepted by safety T. J. Ward in the end zone. Ask Dr. Smith about it. The U.S. Navy agreed."
+    )
+    assert split_sentences(text) == [
+        "The plan was approved by superintendent William H. Maxwell of New York.",
+        "It was intercepted by safety T. J. Ward in the end zone.",
+        "Ask Dr. Smith about it.",
+        "The U.S. Navy agreed.",
+    ]
