@@ -150,6 +150,8 @@ class OnnxInt8Embedder:
         self._inputs = manifest["inputs"]
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep rather than spin: the web process and the worker share the machine's cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             str(self.export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
@@ -211,6 +213,7 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
     config = model[0].auto_model.config
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; the web process may run as another user than the worker
     try:
         features = tokenizer(_EXPORT_PROBES[:2], padding=True, return_tensors="pt")
         inputs = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in features]

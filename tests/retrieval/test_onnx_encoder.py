@@ -4,11 +4,16 @@ The export (~20 s on a busy 2-core machine) runs once for this module, into a
 temporary models folder that the database-backed test also points DATA_DIR at.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from retrieval.embedders import DEFAULT_MODEL_SOURCE, ONNX_INT8, OnnxInt8Embedder, get_embedder
 
+ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [
     "How many vacation days do full-time employees get?",
     "Full-time employees receive 25 days of paid vacation per calendar year.",
@@ -48,6 +53,21 @@ def test_the_export_is_cached_and_a_second_load_does_not_export_again(onnx_embed
     assert not again.exported_now
     assert model_file.stat().st_mtime_ns == written_at
     assert np.allclose(again.encode(SENTENCES[:2]), onnx_embedder.encode(SENTENCES[:2]))
+
+
+def test_loading_a_cached_export_and_encoding_does_not_import_torch(onnx_embedder, data_dir):
+    script = (
+        "import sys\n"
+        "from retrieval.embedders import OnnxInt8Embedder\n"
+        f"embedder = OnnxInt8Embedder({DEFAULT_MODEL_SOURCE!r}, models_dir={str(data_dir / 'models')!r})\n"
+        "assert not embedder.exported_now\n"
+        "assert embedder.encode(['a question']).shape == (1, 384)\n"
+        "print(sorted(name for name in ('torch', 'transformers', 'sentence_transformers') if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_onnx_splits_text_into_the_same_tokens_as_torch(onnx_embedder):
