@@ -34,9 +34,12 @@ def highlight(passage: str, sentences) -> str:
     """The passage, escaped, with each of `sentences` that occurs in it wrapped in <mark>."""
     html = str(escape(passage))
     for sentence in sorted(set(sentences or []), key=len, reverse=True):
-        escaped = str(escape(sentence))
-        if escaped and escaped in html:
-            html = html.replace(escaped, f"<mark>{escaped}</mark>", 1)
+        words = str(escape(sentence)).split()
+        if not words:
+            continue
+        # The quote joins the passage's wrapped lines: match any run of whitespace between words.
+        pattern = re.compile(r"\s+".join(re.escape(word) for word in words))
+        html = pattern.sub(lambda match: f"<mark>{match.group(0)}</mark>", html, count=1)
     return mark_safe(html)
 
 
