@@ -17,6 +17,11 @@ timed separately and not counted. `--limit N` encodes only the first N corpus en
 quicker, but its nDCG ranks a subset and is not comparable to published figures.
 `--check` exits 1 unless nDCG@10 of the optimised encoder is within 1% of fp32's,
 the condition for making it the default (issue 11).
+
+On the full nfcorpus (3,633 entries, 323 test queries), a busy 2-core AVX2 machine
+without VNNI: fp32 5.5 and int8 ONNX 9.9 chunks/s (speedup 1.79), nDCG@10 0.3160 and
+0.3163 (+0.1%). Short strings drift most under int8 (a one-word text reaches a cosine
+of ~0.96 with torch's vector; sentences ~0.99).
 """
 
 from __future__ import annotations
