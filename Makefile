@@ -21,6 +21,7 @@ bench: install-dev
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/ingest.py
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/search.py --n 10000
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/first_sentence.py --n 10000
+	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/encoder.py --limit 2000
 
 install: $(VENV)/.installed node_modules/.installed
 install-dev: install $(VENV)/.installed-dev

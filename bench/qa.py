@@ -181,7 +181,9 @@ def report(outcomes: list[Outcome], *, set_name: str, seconds: float, examples: 
          ms_per_question=round(seconds * 1000 / max(1, len(outcomes)), 1))  # fmt: skip
     misses = [o for o in answerable if not o.refused and not contains_gold(o.answer, o.question.answers)]
     wrongly_answered = [o for o in unanswerable if not o.refused]
-    for kind, rows in [("answer_without_gold", misses), ("answered_unanswerable", wrongly_answered)]:
+    wrongly_refused = [o for o in answerable if o.refused]
+    kinds = [("answer_without_gold", misses), ("answered_unanswerable", wrongly_answered), ("refused", wrongly_refused)]
+    for kind, rows in kinds:
         for outcome in rows[:examples]:
             emit(example=kind, question=outcome.question.question, gold=outcome.question.answers,
                  answer=outcome.answer[:400])  # fmt: skip
