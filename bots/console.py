@@ -257,13 +257,28 @@ def embedding_models(request: HtmxHttpRequest) -> HttpResponse:
             messages.success(request, f"Added {model.name}: {model.dimensions} dimensions, {model.max_tokens} tokens.")
             return redirect("console:embedding-models")
     models = EmbeddingModel.objects.annotate(bot_count=Count("bots"))
-    return _page(request, "embedding_models.html", "embedding-models", {"models": models, "form": form})
+    context = {"models": models, "form": form, "backends": EmbeddingModel.Backend.choices}
+    return _page(request, "embedding_models.html", "embedding-models", context)
 
 
 def _make_default(request: HtmxHttpRequest, model: EmbeddingModel) -> None:
     pinned = retrieval.set_default_embedding_model(model)
     kept = f" {pinned} existing bot(s) keep the previous model." if pinned else ""
     messages.success(request, f"New bots now use {model.name}.{kept}")
+
+
+@admin_required
+@require_POST
+def embedding_model_backend(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Switch how a model runs (PyTorch or int8 ONNX Runtime); the first switch exports it once."""
+    model = get_object_or_404(EmbeddingModel, pk=pk)
+    try:
+        retrieval.set_embedding_backend(model, request.POST.get("backend", ""))
+    except ValueError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{model.name} now runs on {model.get_backend_display()}.")
+    return redirect("console:embedding-models")
 
 
 @admin_required

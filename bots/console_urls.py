@@ -14,6 +14,7 @@ urlpatterns = [
     path("providers/<int:pk>/delete/", console.provider_delete, name="provider-delete"),
     path("embedding-models/", console.embedding_models, name="embedding-models"),
     path("embedding-models/<int:pk>/default/", console.embedding_model_default, name="embedding-model-default"),
+    path("embedding-models/<int:pk>/backend/", console.embedding_model_backend, name="embedding-model-backend"),
     path("rerankers/", console.rerankers, name="rerankers"),
     path("rerankers/<int:pk>/delete/", console.reranker_delete, name="reranker-delete"),
     path("defaults/", console.defaults, name="defaults"),

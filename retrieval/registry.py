@@ -216,6 +216,25 @@ def create_embedding_model(*, name: str, source: str) -> EmbeddingModel:
     return model
 
 
+def set_embedding_backend(model: EmbeddingModel, backend: str) -> EmbeddingModel:
+    """Run `model` on `backend` from now on, after loading it there once (exporting it if needed).
+
+    Both backends make vectors of the same model (cosine ~0.99 to each other), so nothing
+    is re-embedded. Loading here, in the admin's request, keeps the one-time export out of
+    the first question asked with it. A backend that doesn't load raises ValueError; the
+    model keeps its old one.
+    """
+    if backend not in EmbeddingModel.Backend.values:
+        raise ValueError(f"The backend must be one of: {', '.join(EmbeddingModel.Backend.values)}.")
+    try:
+        get_embedder(model.source, backend)
+    except Exception as error:  # an export or load can fail in many ways; all mean "not usable"
+        raise ValueError(f"{model.name} could not run on {backend}: {str(error).rstrip('.')}.") from error
+    model.backend = backend
+    model.save(update_fields=["backend"])
+    return model
+
+
 def set_default_embedding_model(model: EmbeddingModel) -> int:
     """Make `model` the one new bots embed with (exactly one default at any time).
 

