@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -144,6 +144,8 @@ class OnnxInt8Embedder:
             export_onnx_int8(self.path, self.export_dir)
             self.exported_now = True
             manifest = _read_manifest(self.export_dir)
+            if manifest is None:
+                raise ValueError(f"The ONNX export of {name_or_path} left no usable manifest.")
         self.dimensions: int | None = manifest["dimensions"]
         self.max_tokens: int | None = manifest["max_tokens"]
         self._lowercase = manifest["lowercase"]
@@ -166,7 +168,7 @@ class OnnxInt8Embedder:
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length embeddings, one row per text (cosine similarity = dot product)."""
-        vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        vectors = np.zeros((len(texts), int(self.dimensions or 0)), dtype=np.float32)
         # Longest first, as sentence-transformers does: batches of similar lengths pad little.
         order = sorted(range(len(texts)), key=lambda index: -len(texts[index]))
         for start in range(0, len(order), batch_size):
@@ -183,12 +185,13 @@ class OnnxInt8Embedder:
             (embeddings,) = self._session.run(None, {name: arrays[name] for name in self._inputs})
             vectors[batch] = embeddings
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        unit: np.ndarray = vectors / np.maximum(norms, 1e-12)
+        return unit
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the model's word-piece tokens, without [CLS]/[SEP]."""
         encoding = self._splitter.encode(text.lower() if self._lowercase else text, add_special_tokens=False)
-        return [tuple(span) for span in encoding.offsets]
+        return [(start, end) for start, end in encoding.offsets]
 
 
 def export_onnx_int8(model_path: str, export_dir: Path) -> None:
@@ -210,7 +213,8 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{model_path} has no fast tokenizer (tokenizer.json); it can only run on torch.")
-    config = model[0].auto_model.config
+    transformer: Any = model[0].auto_model  # a transformers model; its config's attributes are untyped
+    config = transformer.config
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the web process may run as another user than the worker
@@ -269,7 +273,7 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _sentence_embedding_module(model: SentenceTransformer, inputs: list[str]):
+def _sentence_embedding_module(model: SentenceTransformer, inputs: list[str]) -> Any:
     """`model` as a module taking its input tensors positionally and returning the sentence embeddings.
 
     torch.onnx traces positional tensors; sentence-transformers' forward takes a dict.
@@ -277,11 +281,11 @@ def _sentence_embedding_module(model: SentenceTransformer, inputs: list[str]):
     import torch
 
     class SentenceEmbedding(torch.nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, *tensors):
+        def forward(self, *tensors: Any) -> Any:
             return self.model(dict(zip(inputs, tensors, strict=True)))["sentence_embedding"]
 
     return SentenceEmbedding().eval()
@@ -330,14 +334,14 @@ def _move_into_place(work: Path, export_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _read_manifest(export_dir: Path) -> dict | None:
+def _read_manifest(export_dir: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((export_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
     if manifest.get("recipe") != _EXPORT_RECIPE or not (export_dir / "model.onnx").exists():
         return None
-    return manifest
+    return dict(manifest)
 
 
 def _cache_name(source: str, path: str) -> str:
