@@ -13,8 +13,6 @@ multiply the limits); they are listed with the other members that were left out.
 from __future__ import annotations
 
 import contextlib
-import os
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -35,9 +33,6 @@ _PACKAGE_MARKERS = ("[Content_Types].xml", "mimetype")
 ARCHIVE_EXTENSIONS = {".zip", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst"}
 # What operating systems add to archives on their own: not the person's documents, so not listed either.
 _SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
-_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")
-_DIRECTORY_BYTES_PER_MEMBER = 512  # a table-of-contents entry is 46 bytes plus its name
-_RATIO_FLOOR = MB  # small members (empty XML, blank text) pack far tighter and are harmless
 NESTED_ARCHIVE = "An archive inside the archive is not unpacked; unzip it and upload its files"
 DAMAGED_ARCHIVE = "This ZIP archive is damaged and can't be unpacked. Zip the files again and upload the new archive."
 
@@ -106,14 +101,16 @@ def unpack(
     handle = upload.file
     handle.seek(0)
     try:
-        _check_end_of_directory(handle, limits)
+        if parsers.declares_too_many_entries(handle, limits):
+            raise ArchiveRefused(_too_many_members(limits))
         try:
             package = zipfile.ZipFile(handle)
         except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
             raise ArchiveRefused(DAMAGED_ARCHIVE) from exc
         with package:
             infos = package.infolist()
-            _check_limits(infos, limits)
+            if over := parsers.zip_over_limit(infos, limits):
+                raise ArchiveRefused(_refusal(over, limits))
             for info, path in _named_members(infos):
                 outcome = _unpack_member(package, info, path, upload.name, max_member_bytes)
                 (members if isinstance(outcome, ArchiveMember) else left_out).append(outcome)
@@ -199,50 +196,20 @@ def short_reason(reason: str) -> str:
     return reason.split(" Supported: ")[0]
 
 
-def _check_end_of_directory(handle: IO[bytes], limits: parsers.ZipLimits) -> None:
-    """Refuse on the end record when the archive lists too many members, before zipfile reads them all.
-
-    zipfile holds the whole table of contents in memory once it opens an archive (a
-    50 MB upload can list 600,000 empty members: 300 MB), so the member count and the
-    table's size that the end record declares are checked first. A damaged end record
-    is left for zipfile to report.
-    """
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(0, size - _END_OF_DIRECTORY.size - 65535))  # the record, then a comment of up to 64 KiB
-    tail = handle.read()
-    handle.seek(0)
-    found = tail.rfind(EMPTY_ZIP_MAGIC)
-    if found < 0 or len(tail) - found < _END_OF_DIRECTORY.size:
-        return
-    record = _END_OF_DIRECTORY.unpack_from(tail, found)
-    count, directory_bytes = record[4], record[5]
-    if count > limits.max_parts or directory_bytes > limits.max_parts * _DIRECTORY_BYTES_PER_MEMBER:
-        raise ArchiveRefused(_too_many_members(limits))
-
-
-def _check_limits(infos: list[zipfile.ZipInfo], limits: parsers.ZipLimits) -> None:
-    """Refuse an archive over `limits`, judged from its table of contents alone.
-
-    The sizes there are what the archive claims; zipfile stops inflating a member at its
-    claimed size, so a member that lies is reported as damaged rather than inflated.
-    """
-    if len(infos) > limits.max_parts:
-        raise ArchiveRefused(_too_many_members(limits))
-    unpacked = sum(info.file_size for info in infos)
-    if unpacked > limits.max_unzipped_bytes:
-        raise ArchiveRefused(
-            f"This ZIP archive unpacks to {unpacked // MB:,} MB, more than the "
+def _refusal(over: parsers.ZipOverLimit, limits: parsers.ZipLimits) -> str:
+    if over.limit == "unpacked":
+        return (
+            f"This ZIP archive unpacks to {over.unpacked_bytes // MB:,} MB, more than the "
             f"{limits.max_unzipped_bytes // MB:,} MB Docent accepts. Split it into smaller archives."
         )
-    for info in infos:
-        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise ArchiveRefused(
-                f"This ZIP archive is packed unusually tightly: {info.filename} unpacks to "
-                f"{info.file_size // max(info.compress_size, 1):,} times its stored size, and Docent accepts at "
-                f"most {limits.max_ratio:,}. Files made to exhaust servers look like this; if yours is genuine, "
-                "upload the files inside it one by one."
-            )
+    if over.limit == "ratio" and over.entry is not None:
+        return (
+            f"This ZIP archive is packed unusually tightly: {over.entry.filename} unpacks to "
+            f"{over.ratio:,} times its stored size, and Docent accepts at "
+            f"most {limits.max_ratio:,}. Files made to exhaust servers look like this; if yours is genuine, "
+            "upload the files inside it one by one."
+        )
+    return _too_many_members(limits)
 
 
 def _too_many_members(limits: parsers.ZipLimits) -> str:

@@ -19,11 +19,14 @@ from documents.parsers.common import (
     ParsedPage,
     ParseError,
     ZipLimits,
+    ZipOverLimit,
+    declares_too_many_entries,
     describe_page_ranges,
     describe_text_problems,
     looks_garbled,
     readable_part,
     text_plausibility,
+    zip_over_limit,
 )
 from documents.parsers.csv import csv_text
 from documents.parsers.dispatch import SUPPORTED_DESCRIPTION, page_count, parse, sniff_kind
@@ -40,6 +43,8 @@ __all__ = [
     "ParseError",
     "ParsedPage",
     "ZipLimits",
+    "ZipOverLimit",
+    "declares_too_many_entries",
     "csv_text",
     "decode_html",
     "decode_text",
@@ -56,5 +61,6 @@ __all__ = [
     "readable_part",
     "sniff_kind",
     "text_plausibility",
+    "zip_over_limit",
     "visible_text",
 ]

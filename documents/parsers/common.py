@@ -8,10 +8,13 @@ Word reader, the only format that is a ZIP package.
 
 from __future__ import annotations
 
+import os
 import re
+import struct
 import unicodedata
+import zipfile
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 MB = 1024 * 1024
 
@@ -74,6 +77,64 @@ class ZipLimits:
             max_parts=settings.DOCENT_MAX_ZIP_PARTS,
             max_ratio=settings.DOCENT_MAX_ZIP_RATIO,
         )
+
+
+_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")
+_DIRECTORY_BYTES_PER_ENTRY = 512  # a table-of-contents entry is 46 bytes plus its name
+_RATIO_FLOOR = MB  # small entries (empty XML, blank text) pack far tighter and are harmless
+
+
+def declares_too_many_entries(handle: IO[bytes], limits: ZipLimits) -> bool:
+    """Whether the ZIP's end record declares more entries than `limits` allow, read before zipfile opens it.
+
+    zipfile holds the whole table of contents in memory once it opens an archive (a
+    50 MB upload can list 600,000 empty entries: 300 MB and ten seconds), so the count
+    and the table's size that the end record declares are checked first. A damaged end
+    record is left for zipfile to report. Leaves `handle` at its start.
+    """
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(max(0, size - _END_OF_DIRECTORY.size - 65535))  # the record, then a comment of up to 64 KiB
+    tail = handle.read()
+    handle.seek(0)
+    found = tail.rfind(b"PK\x05\x06")
+    if found < 0 or len(tail) - found < _END_OF_DIRECTORY.size:
+        return False
+    record = _END_OF_DIRECTORY.unpack_from(tail, found)
+    count, directory_bytes = record[4], record[5]
+    # The count may understate (zipfile reads as many entries as the table's size holds), hence both checks;
+    # a count that doesn't fit the field (0xFFFF) or a size over 4 GB (0xFFFFFFFF) is past any limit too.
+    return bool(count > limits.max_parts or directory_bytes > limits.max_parts * _DIRECTORY_BYTES_PER_ENTRY)
+
+
+@dataclass(frozen=True)
+class ZipOverLimit:
+    """Which limit a ZIP's table of contents is over; the caller words the refusal for its kind of file."""
+
+    limit: str  # "entries", "unpacked" or "ratio"
+    unpacked_bytes: int = 0  # the total the entries claim ("unpacked")
+    entry: zipfile.ZipInfo | None = None  # the entry packed too tightly ("ratio")
+
+    @property
+    def ratio(self) -> int:
+        return self.entry.file_size // max(self.entry.compress_size, 1) if self.entry else 0
+
+
+def zip_over_limit(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> ZipOverLimit | None:
+    """The first limit a ZIP's table of contents is over, judged before anything is inflated.
+
+    The sizes there are what the archive claims; zipfile stops inflating an entry at its
+    claimed size, so an entry that lies is reported as damaged rather than inflated.
+    """
+    if len(infos) > limits.max_parts:
+        return ZipOverLimit("entries")
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked > limits.max_unzipped_bytes:
+        return ZipOverLimit("unpacked", unpacked_bytes=unpacked)
+    for info in infos:
+        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            return ZipOverLimit("ratio", entry=info)
+    return None
 
 
 def describe_page_ranges(numbers: list[int]) -> str:

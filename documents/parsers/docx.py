@@ -13,17 +13,24 @@ embedded file). The package's XML is parsed without entity resolution or network
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import re
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from documents.parsers.common import EXCEL_REFUSAL, MB, POWERPOINT_REFUSAL, ParseError, ZipLimits
+from documents.parsers.common import (
+    EXCEL_REFUSAL,
+    MB,
+    POWERPOINT_REFUSAL,
+    ParseError,
+    ZipLimits,
+    ZipOverLimit,
+    declares_too_many_entries,
+    zip_over_limit,
+)
 from documents.parsers.text import normalize_whitespace
 
 if TYPE_CHECKING:  # for annotations only: python-docx is imported inside the functions that use it
@@ -72,10 +79,7 @@ def _docx_blocks(container: BaseOxmlElement, document: Document) -> Iterator[str
 
 # --- Word packages ----------------------------------------------------------------------
 
-_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")
 # A table-of-contents entry is 46 bytes plus its name; zipfile keeps ~500 bytes per entry in memory.
-_DIRECTORY_BYTES_PER_PART = 512
-_RATIO_FLOOR = MB
 _RELATIONSHIPS = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
 _XML_PARSER_OPTIONS = {"resolve_entities": False, "no_network": True}
 
@@ -89,7 +93,8 @@ def _docx_text_package(source: Path | bytes, limits: ZipLimits) -> io.BytesIO:
     Word document or is over `limits`.
     """
     with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as handle:
-        _check_end_of_directory(handle, limits)
+        if declares_too_many_entries(handle, limits):
+            raise ParseError(_too_many_parts(limits))
         try:
             package = zipfile.ZipFile(handle)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
@@ -97,7 +102,8 @@ def _docx_text_package(source: Path | bytes, limits: ZipLimits) -> io.BytesIO:
         with package:
             infos = package.infolist()
             _identify_docx(infos)
-            _check_zip_limits(infos, limits)
+            if over := zip_over_limit(infos, limits):
+                raise ParseError(_refusal(over, limits))
             slim = io.BytesIO()
             with zipfile.ZipFile(slim, "w", zipfile.ZIP_STORED) as copy:
                 for name, data in _docx_text_parts(package):
@@ -122,54 +128,21 @@ def _identify_docx(infos: list[zipfile.ZipInfo]) -> None:
         raise ParseError("This Word document is password-protected. Remove the password and upload it again.")
 
 
-def _check_end_of_directory(handle: IO[bytes], limits: ZipLimits) -> None:
-    """Refuse on the archive's last 22 bytes when it has too many parts.
-
-    zipfile reads the whole table of contents into memory when it opens an archive (a
-    50 MB upload can list 600,000 empty parts: 300 MB and ten seconds), so the count and
-    the table's size that the end record declares are checked first. A damaged end
-    record is left for zipfile to report.
-    """
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(0, size - _END_OF_DIRECTORY.size - 65535))  # the record, then a comment of up to 64 KiB
-    tail = handle.read()
-    found = tail.rfind(b"PK\x05\x06")
-    handle.seek(0)
-    if found < 0 or len(tail) - found < _END_OF_DIRECTORY.size:
-        return
-    record = _END_OF_DIRECTORY.unpack_from(tail, found)
-    parts, directory_bytes = record[4], record[5]
-    # The count may understate (zipfile reads as many entries as the table's size holds), hence both checks;
-    # a count that doesn't fit the field (0xFFFF) or a size over 4 GB (0xFFFFFFFF) is past any limit too.
-    if parts > limits.max_parts or directory_bytes > limits.max_parts * _DIRECTORY_BYTES_PER_PART:
-        raise ParseError(_too_many_parts(limits))
-
-
-def _check_zip_limits(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
-    """Refuse a package over `limits`, judged from its table of contents alone.
-
-    The sizes there are what the archive claims; zipfile stops inflating a part at its
-    claimed size (and `_read_part` reads in bounded steps), so a part that lies is
-    reported as damaged rather than inflated.
-    """
-    if len(infos) > limits.max_parts:
-        raise ParseError(_too_many_parts(limits))
-    unzipped = sum(info.file_size for info in infos)
-    if unzipped > limits.max_unzipped_bytes:
-        raise ParseError(
-            f"This Word document unpacks to {unzipped // MB:,} MB, more than the "
+def _refusal(over: ZipOverLimit, limits: ZipLimits) -> str:
+    if over.limit == "unpacked":
+        return (
+            f"This Word document unpacks to {over.unpacked_bytes // MB:,} MB, more than the "
             f"{limits.max_unzipped_bytes // MB:,} MB Docent accepts. "
             "Remove large pictures or split the document, and upload it again."
         )
-    for info in infos:
-        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise ParseError(
-                f"This Word document is packed unusually tightly: {info.filename} unpacks to "
-                f"{info.file_size // max(info.compress_size, 1):,} times its stored size, and Docent accepts at most "
-                f"{limits.max_ratio:,}. Files made to exhaust servers look like this; if yours is genuine, "
-                "save it again from Word and upload it again."
-            )
+    if over.limit == "ratio" and over.entry is not None:
+        return (
+            f"This Word document is packed unusually tightly: {over.entry.filename} unpacks to "
+            f"{over.ratio:,} times its stored size, and Docent accepts at most "
+            f"{limits.max_ratio:,}. Files made to exhaust servers look like this; if yours is genuine, "
+            "save it again from Word and upload it again."
+        )
+    return _too_many_parts(limits)
 
 
 def _too_many_parts(limits: ZipLimits) -> str:
