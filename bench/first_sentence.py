@@ -28,41 +28,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 
-def build(n: int, rng: random.Random):
-    """A bot with n active chunks of bench/search.py's generated text, embedded, loaded by COPY."""
-    from django.contrib.auth import get_user_model
-    from django.core.files.base import ContentFile
-    from django.db import connection
-    from search import synthetic_text
-
-    from bots.services import create_bot
-    from documents.models import Document, DocumentVersion
-    from retrieval.services import embed_texts, ensure_vector_index
-
-    user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
-    bot = create_bot(user, f"first-sentence-bench-{n}-{time.time_ns()}")
-    document = Document.objects.create(bot=bot, filename=f"synthetic-{n}.txt", status="ready")
-    version = DocumentVersion(document=document, number=1, content_hash="0" * 64, size_bytes=0)
-    version.file.save("synthetic.txt", ContentFile(b""), save=False)
-    version.save()
-    document.current_version = document.active_version = version
-    document.save()
-    texts = [synthetic_text(rng, i) for i in range(n)]
-    vectors = embed_texts(texts)
-    with connection.cursor() as cursor:
-        with cursor.connection.cursor().copy(
-            "COPY documents_chunk (bot_id, document_id, version_id, index_version, ordinal, page, heading_path,"
-            " location, text, token_count, embedding, dimensions, is_active) FROM STDIN"
-        ) as copy:
-            for ordinal, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
-                vector_text = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
-                row = (bot.id, document.id, version.id, 1, ordinal, 1, "", "", text, 40, vector_text, 384, True)
-                copy.write_row(row)
-        ensure_vector_index(384)
-        cursor.execute("ANALYZE documents_chunk")
-    return bot, texts[:: max(1, n // 200)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000, help="chunks in the bot")
@@ -74,13 +39,13 @@ def main() -> None:
 
     django.setup()
     from django.core.management import call_command
-    from search import OBJECTS, TOPICS, emit, percentiles  # bench/search.py
+    from search import OBJECTS, TOPICS, build, emit, percentiles  # bench/search.py
 
     from retrieval import services
 
     call_command("migrate", verbosity=0)
     rng = random.Random(7)
-    bot, sample = build(args.n, rng)
+    bot, sample = build(args.n, False, rng)  # real embeddings of bench/search.py's generated text
     questions = [f"Which {rng.choice(TOPICS)} rules apply to {rng.choice(OBJECTS)}?" for _ in range(args.queries // 2)]
     questions += [f"What does section {text.split(' in section ')[1].split('.')[0]} cover?"
                   for text in rng.sample(sample, args.queries - len(questions))]  # fmt: skip
