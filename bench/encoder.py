@@ -1,7 +1,7 @@
 """The optimised encoder against the reference one: throughput and retrieval quality on the same texts.
 
 Encodes a BEIR corpus (title and text, as BEIR does) with the embedding model on torch
-(fp32) and on ONNX Runtime with int8 weights (retrieval.embedders.OnnxInt8Embedder),
+(fp32) and on ONNX Runtime with int8 weights (retrieval.embedders.OnnxEmbedder),
 then ranks every corpus entry for each judged query of the split by exact dot product
 (numpy, no database) and prints one JSON line:
 
@@ -96,7 +96,7 @@ def main() -> int:
         print(json.dumps({"bench": "encoder", "skipped": f"no BEIR corpus.jsonl in {args.data}; pass --data DIR"}))
         return 0
 
-    from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, OnnxInt8Embedder
+    from retrieval.embedders import DEFAULT_MODEL_SOURCE, Embedder, OnnxEmbedder
 
     source = args.model or DEFAULT_MODEL_SOURCE
     # Where settings.DATA_DIR points, without importing settings (that starts the embedded Postgres).
@@ -106,7 +106,7 @@ def main() -> int:
 
     reference = Embedder(source)
     started = time.perf_counter()
-    optimised = OnnxInt8Embedder(source, models_dir=data_dir / "models")
+    optimised = OnnxEmbedder(source, models_dir=data_dir / "models")
     load_seconds = time.perf_counter() - started
     # One small batch each first: lazy initialisation is not throughput.
     reference.encode(texts[:8], args.batch_size)

