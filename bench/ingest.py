@@ -1,10 +1,20 @@
-"""Ingestion throughput on a real 20-page PDF, through the real pipeline.
+"""Ingestion throughput through a real Celery worker, against the bare encoder on the same texts.
 
-Prints JSON lines: pages/s parsed, chunks/s end to end (parse → chunk → embed →
-write to pgvector, as the Celery task runs it), and chunks/s of bare
-SentenceTransformer.encode on the same chunk texts in the same run.
+Two figures, each ratio measured within this one run:
 
-    make bench            # or: DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/ingest.py [--pdf PATH] [--pages 20]
+- ingest_pdf: a 20-page text PDF (pages 17–36 of "Free Culture", ~2,200 characters
+  each), `--pdf-copies` times under different names; chunks/s from enqueue until every
+  copy is ready (parse → chunk → embed → write to pgvector → activate), against
+  retrieval.services.embed_texts on the same chunk texts.
+- ingest_small_docs: `--documents` NFCorpus abstracts (one short text file each, the
+  "thousands of small files" case), stored with documents.services.add_documents;
+  documents/s from enqueue until all are ready, against embed_texts on their chunk texts.
+
+Ingestion runs in a separate `celery worker` process on the embedded broker (one pool
+process, as `make run` starts it), warmed up first so loading the model is not timed.
+
+    make bench
+    DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/ingest.py [--documents 300] [--only small_docs]
 """
 
 from __future__ import annotations
@@ -13,9 +23,13 @@ import argparse
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,6 +38,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 SHARED_DATA = Path(os.environ.get("DOCENT_SHARED_DATA") or ROOT.parent / "shared" / "data")
 # Lessig's "Free Culture" (pdf.js test corpus): pages 17–36 are dense running text, ~2,200 characters each.
 DEFAULT_PDF = SHARED_DATA / "docs" / "pdf" / "pdfjs__test__pdfs__freeculture.pdf"
+NFCORPUS = SHARED_DATA / "beir" / "nfcorpus" / "corpus.jsonl"
+
+
+def emit(**figures) -> None:
+    print(json.dumps(figures), flush=True)
 
 
 def page_range(path: Path, first: int, pages: int) -> bytes:
@@ -37,8 +56,154 @@ def page_range(path: Path, first: int, pages: int) -> bytes:
     return buffer.getvalue()
 
 
-def emit(**figures) -> None:
-    print(json.dumps(figures), flush=True)
+def nfcorpus_files(limit: int) -> list[tuple[str, bytes]]:
+    files = []
+    with open(NFCORPUS, encoding="utf-8") as corpus:
+        for line in corpus:
+            entry = json.loads(line)
+            text = f"{entry['title']}\n\n{entry['text']}".strip()
+            if entry["text"].strip():
+                files.append((f"{entry['_id']}.txt", text.encode()))
+            if len(files) == limit:
+                break
+    return files
+
+
+class Worker:
+    """A `celery worker` process on this data directory's database and broker, as `make run` starts it."""
+
+    def __init__(self) -> None:
+        from django.conf import settings
+        from django.db import connection
+
+        db = connection.settings_dict
+        host = quote(db.get("HOST") or "", safe="") if (db.get("HOST") or "").startswith("/") else db.get("HOST")
+        port = f":{db['PORT']}" if db.get("PORT") else ""
+        password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"postgresql://{db['USER']}{password}@{host}{port}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        }
+        self.log = tempfile.NamedTemporaryFile(prefix="docent-bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "ingest,default",
+            "--concurrency", "1", "--without-gossip", "--without-mingle", "--purge",
+            "--hostname", f"bench-{os.getpid()}@%h", "--loglevel", "INFO",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        # Messages sent before it is ready would be purged.
+        deadline = time.monotonic() + 120
+        while " ready." not in Path(self.log.name).read_text(errors="replace"):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise SystemExit("The Celery worker did not start within 2 minutes.")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        Path(self.log.name).unlink(missing_ok=True)
+
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise SystemExit(f"The Celery worker died:\n{Path(self.log.name).read_text(errors='replace')[-3000:]}")
+
+
+def ingest_through_worker(worker: Worker, bot, version_ids: list[int], desc: str) -> float:
+    """Enqueue every version the way an upload does and wait until all are final; seconds taken."""
+    from tqdm import tqdm
+
+    from documents import services
+    from documents.models import Document
+
+    documents = Document.objects.filter(bot=bot)
+    with tqdm(total=len(version_ids), desc=desc, unit="doc", file=sys.stderr) as bar:
+        started = time.perf_counter()
+        for version_id in version_ids:
+            services.enqueue_ingest(version_id)
+        while True:
+            final = documents.filter(status__in=Document.FINAL_STATUSES).count()
+            bar.update(final - bar.n)
+            if final >= len(version_ids):
+                break
+            worker.check_alive()
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+    failed = list(documents.filter(status=Document.Status.FAILED).values_list("filename", "error")[:5])
+    if failed:
+        raise SystemExit(f"Some documents failed: {failed}")
+    return seconds
+
+
+def bare_encode_seconds(bot) -> tuple[int, float]:
+    """(chunks, seconds) of retrieval.services.embed_texts on the bot's chunk texts."""
+    from documents.models import Chunk
+    from retrieval.services import embed_texts
+
+    texts = list(
+        Chunk.objects.filter(bot=bot, is_active=True).order_by("document_id", "ordinal").values_list("text", flat=True)
+    )
+    started = time.perf_counter()
+    embed_texts(texts)
+    return len(texts), time.perf_counter() - started
+
+
+def bench_pdf(worker: Worker, user, args) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from bots.services import create_bot
+    from documents import services
+
+    if not args.pdf.is_file():
+        emit(bench="ingest_pdf", skipped=f"{args.pdf.name} is not here (set DOCENT_SHARED_DATA to the shared corpus)")
+        return
+    pdf = page_range(args.pdf, args.first_page, args.pages)
+    bot = create_bot(user, f"bench-pdf-{time.time_ns()}")
+    files = [SimpleUploadedFile(f"freeculture-{n}.pdf", pdf) for n in range(args.pdf_copies)]
+    uploads = services.add_documents(bot, files, enqueue=False)
+    seconds = ingest_through_worker(worker, bot, [u.document.current_version_id for u in uploads], "ingest_pdf")
+    chunks, bare = bare_encode_seconds(bot)
+    emit(bench="ingest_pdf", pdf=args.pdf.name, pages=args.pages * args.pdf_copies, chunks=chunks,
+         seconds=round(seconds, 2), chunks_per_s=round(chunks / seconds, 1),
+         bare_encoder_chunks_per_s=round(chunks / bare, 1), ratio=round(bare / seconds, 3))  # fmt: skip
+    bot.delete()
+
+
+def bench_small_docs(worker: Worker, user, args) -> None:
+    from django.conf import settings
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from bots.services import create_bot
+    from documents import services
+
+    if not NFCORPUS.is_file():
+        emit(bench="ingest_small_docs", skipped=f"{NFCORPUS} is not here (set DOCENT_SHARED_DATA to the shared corpus)")
+        return
+    files = nfcorpus_files(args.documents)
+    bot = create_bot(user, f"bench-small-{time.time_ns()}")
+    version_ids = []
+    per_upload = settings.DOCENT_MAX_FILES_PER_UPLOAD
+    for start in range(0, len(files), per_upload):
+        uploads = [SimpleUploadedFile(name, content) for name, content in files[start : start + per_upload]]
+        version_ids += [u.document.current_version_id for u in services.add_documents(bot, uploads, enqueue=False)]
+    seconds = ingest_through_worker(worker, bot, version_ids, "ingest_small_docs")
+    chunks, bare = bare_encode_seconds(bot)
+    documents = len(version_ids)
+    emit(bench="ingest_small_docs", documents=documents, chunks=chunks, seconds=round(seconds, 2),
+         documents_per_s=round(documents / seconds, 2), bare_encoder_documents_per_s=round(documents / bare, 2),
+         ratio=round(bare / seconds, 3))  # fmt: skip
+    bot.delete()
 
 
 def main() -> None:
@@ -46,9 +211,10 @@ def main() -> None:
     parser.add_argument("--pdf", type=Path, default=DEFAULT_PDF)
     parser.add_argument("--first-page", type=int, default=17)
     parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--pdf-copies", type=int, default=3, help="copies of the PDF ingested (as separate files)")
+    parser.add_argument("--documents", type=int, default=2000, help="NFCorpus abstracts ingested as small files")
+    parser.add_argument("--only", choices=["pdf", "small_docs"], help="run one of the two figures")
     args = parser.parse_args()
-    if not args.pdf.is_file():
-        parser.error(f"{args.pdf} is not here: pass --pdf PATH or set DOCENT_SHARED_DATA to the shared corpus")
 
     import django
 
@@ -56,51 +222,28 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
-    from tqdm import tqdm
 
     from bots.services import create_bot
-    from documents import parsers, services
-    from documents.models import Chunk
-    from retrieval.services import embedder
+    from documents import services
+    from retrieval.services import warm_up
 
     call_command("migrate", verbosity=0)
-    pdf = page_range(args.pdf, args.first_page, args.pages)
-    model = embedder()
-    model.encode(["warm up"])  # model load is not throughput
-
+    warm_up()  # model load is not throughput
     user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
-    bot = create_bot(user, f"bench-{time.time_ns()}")
-
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "docent-bench.pdf"
-    tmp.write_bytes(pdf)
-    started = time.perf_counter()
-    pages = list(parsers.parse(tmp, tmp.name))
-    parse_seconds = time.perf_counter() - started
-    emit(metric="parse", pdf=args.pdf.name, pages=len(pages), seconds=round(parse_seconds, 3),
-         pages_per_s=round(len(pages) / parse_seconds, 1))  # fmt: skip
-
-    with tqdm(total=3, desc="ingest", file=sys.stderr) as bar:
-        # The same pipeline the Celery task runs, here in-process so no queue wait is timed.
-        upload = services.add_document(bot, SimpleUploadedFile("bench.pdf", pdf), enqueue=False)
-        bar.update(1)
-        version_id = upload.document.current_version_id
-        started = time.perf_counter()
-        services.ingest_version(version_id)
-        end_to_end = time.perf_counter() - started
-        bar.update(1)
-        texts = list(Chunk.objects.filter(version_id=version_id).order_by("ordinal").values_list("text", flat=True))
-        started = time.perf_counter()
-        model.encode(texts)
-        bare = time.perf_counter() - started
-        bar.update(1)
-
-    upload.document.refresh_from_db()
-    assert upload.document.status == "ready", upload.document.error
-    emit(metric="ingest_end_to_end", chunks=len(texts), seconds=round(end_to_end, 3),
-         chunks_per_s=round(len(texts) / end_to_end, 1))  # fmt: skip
-    emit(metric="bare_encode", chunks=len(texts), seconds=round(bare, 3), chunks_per_s=round(len(texts) / bare, 1))
-    emit(metric="end_to_end_over_bare", ratio=round(bare / end_to_end, 3))
-    bot.delete()
+    worker = Worker()
+    worker.start()
+    try:
+        # The worker loads its model on its first document: not timed.
+        warm = create_bot(user, f"bench-warm-{time.time_ns()}")
+        (upload,) = services.add_documents(warm, [SimpleUploadedFile("warm.txt", b"Warming up the encoder.")], False)
+        ingest_through_worker(worker, warm, [upload.document.current_version_id], "worker warm-up")
+        warm.delete()
+        if args.only in (None, "pdf"):
+            bench_pdf(worker, user, args)
+        if args.only in (None, "small_docs"):
+            bench_small_docs(worker, user, args)
+    finally:
+        worker.stop()
 
 
 if __name__ == "__main__":

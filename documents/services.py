@@ -15,11 +15,13 @@ A worker killed mid-way loses at most one batch; the re-run picks up where it st
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dataclasses
 import errno
 import functools
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -31,8 +33,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Case, F, Max, Sum, When
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Case, Count, F, Max, Q, Sum, When
 from django.db.models.functions import Length
 from django.utils import timezone
 from pgvector.django import VectorField
@@ -52,6 +54,8 @@ _LOCK_NAMESPACE = 7406
 # ... and for "a worker is re-indexing bot N".
 _REINDEX_LOCK_NAMESPACE = 7407
 RUNNING_STATUSES = [status for status in Document.Status if status not in Document.FINAL_STATUSES]
+# Ours, not the file's, and not one document's: worth retrying the task with backoff.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
 class UploadRefused(Exception):
@@ -562,16 +566,16 @@ def ingest_version(version_id: int) -> None:
     an active version does no work, a superseded version is skipped, and each stage
     resumes what an interrupted run left behind.
     """
-    version = DocumentVersion.objects.select_related("document__bot").filter(pk=version_id).first()
-    if version is None:
+    document_id = DocumentVersion.objects.filter(pk=version_id).values_list("document_id", flat=True).first()
+    if document_id is None:
         return  # deleted since it was queued
-    with _document_lock(version.document_id) as acquired:
-        if acquired:  # otherwise another worker is on it
-            _ingest_locked(version, deadline=None)
+    with _Turn(deadline=None) as turn:
+        turn.take(document_id, version_id)  # nothing if another worker holds it
+        turn.embed_and_activate()
 
 
 def ingest_next(version_id: int) -> None:
-    """Handle one ingest message: one turn of work for the document whose turn it is.
+    """Handle one ingest message: one turn of work, for the document whose turn it is and the few after it.
 
     The message names `version_id`, but turns go round-robin: to the bot served least
     recently, within it to this message's own document if it needs work, else to the
@@ -579,42 +583,48 @@ def ingest_next(version_id: int) -> None:
     boundary after DOCENT_INGEST_SLICE_SECONDS, and whatever still needs work goes to the
     back of the queue, so neither one huge file nor one bot's thousand files hold the
     queue for everyone else.
+
+    Small files share a turn (_Turn): while the turn's time lasts, the documents next in
+    turn order whose own message waits in the broker are parsed and chunked as well, until
+    their passages fill one embedding batch, and all are embedded in one encoder call. A
+    folder of one-paragraph files would otherwise spend most of its time on a task and its
+    bookkeeping per two-passage encode. Their messages, when they come, find nothing to do.
     """
     # This message is taken: a new one may be sent for its version from now on.
     Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
     served = _serve_next_turn(version_id)
-    for needs_turn in {version_id, served} - {None}:
-        enqueue_ingest(needs_turn)  # sends nothing for a finished, deleted or already queued version
+    # Whatever still needs work goes to the back of the queue (one message per version at most).
+    unfinished = Document.objects.filter(
+        current_version_id__in={version_id, *served}, status__in=RUNNING_STATUSES, pending_version__isnull=True
+    ).values_list("current_version_id", flat=True)
+    for needs_turn in unfinished:
+        enqueue_ingest(needs_turn)
 
 
-def _serve_next_turn(version_id: int) -> int | None:
-    """Run one turn for the first document in turn order that no other worker holds; its version id."""
-    deadline = time.monotonic() + settings.DOCENT_INGEST_SLICE_SECONDS
-    for document_id, candidate_id in _turn_order(version_id):
-        with _document_lock(document_id) as acquired:
-            if not acquired:
-                continue
-            version = DocumentVersion.objects.select_related("document__bot").filter(pk=candidate_id).first()
-            if version is None:
-                continue
-            Document.objects.filter(pk=document_id).update(served_at=timezone.now())
-            try:
-                _ingest_locked(version, deadline)
-            except Exception as exc:
-                # documents.tasks marks the document that failed, which need not be the message's.
-                exc.ingest_version_id = version.id  # type: ignore[attr-defined]
-                raise
-            return version.id
-    return None
+def _serve_next_turn(version_id: int) -> list[int]:
+    """Run one turn for the first documents in turn order that no other worker holds; their version ids."""
+    with _Turn(deadline=time.monotonic() + settings.DOCENT_INGEST_SLICE_SECONDS) as turn:
+        for document_id, candidate_id, message_waits in _turn_order(version_id, TURN_DOCUMENTS):
+            if turn.served:
+                if not turn.has_room():
+                    break
+                if not message_waits:
+                    continue  # the ingest command's to run, or the sweeper's to re-queue
+            turn.take(document_id, candidate_id)
+            if turn.stopped:
+                break
+        turn.embed_and_activate()
+    return turn.served
 
 
-def _turn_order(version_id: int, limit: int = 20) -> list[tuple[int, int]]:
-    """(document id, version id) of documents needing work, whose turn comes first first.
+def _turn_order(version_id: int, limit: int = 20) -> list[tuple[int, int, bool]]:
+    """(document id, version id, whether its message waits) of documents needing work, whose turn comes first first.
 
     Bots by when any of their documents last had a turn (never first), the message's own
     bot on a tie; within a bot the message's own document, then the one served least
     recently. So a bot dropping one file while another has a thousand queued waits one
-    turn, not a thousand.
+    turn, not a thousand. The bots' lists are interleaved, so a turn that takes several
+    documents takes the first of each waiting bot before the second of any.
     """
     waiting = Document.objects.filter(status__in=RUNNING_STATUSES, current_version__isnull=False)
     own_bot_id = Document.objects.filter(current_version_id=version_id).values_list("bot_id", flat=True).first()
@@ -625,44 +635,209 @@ def _turn_order(version_id: int, limit: int = 20) -> list[tuple[int, int]]:
         .order_by(F("last_served").asc(nulls_first=True), Case(When(bot_id=own_bot_id, then=0), default=1), "bot_id")
         .values_list("bot_id", flat=True)
     )
-    order: list[tuple[int, int]] = []
+    per_bot: list[list[tuple[int, int, bool]]] = []
     for bot_id in bots[:limit]:
         documents = waiting.filter(bot_id=bot_id).order_by(
             Case(When(current_version_id=version_id, then=0), default=1),
             F("served_at").asc(nulls_first=True),
             "id",
         )
-        order.extend(documents.values_list("id", "current_version_id")[: limit - len(order)])
-        if len(order) >= limit:
-            break
-    return order
+        per_bot.append(
+            [
+                (document_id, current, pending == current)
+                for document_id, current, pending in documents.values_list(
+                    "id", "current_version_id", "pending_version_id"
+                )[:limit]
+            ]
+        )
+    order = [entry for round_ in itertools.zip_longest(*per_bot) for entry in round_ if entry is not None]
+    return order[:limit]
 
 
-def _ingest_locked(version: DocumentVersion, deadline: float | None) -> None:
-    """Ingest `version` for a caller holding its document's lock, stopping early past `deadline`.
+# At most this many documents share one turn (and one embedding batch).
+TURN_DOCUMENTS = 64
 
-    Stopping early leaves the document in its running state for the next turn to resume.
+
+@dataclass
+class _Prepared:
+    """A document of a turn whose pages and chunks are stored, waiting for its passages' embeddings."""
+
+    version: DocumentVersion
+    progress: DocumentProgress
+    total: int = 0  # its passages
+    left: int = 0  # ... still without an embedding
+    shows_progress: bool = False  # its row says "embedding" and counts passages as they are done
+
+    @property
+    def document(self) -> Document:
+        return self.version.document
+
+    @property
+    def index_version(self) -> int:
+        return self.version.document.bot.index_version
+
+
+class _Turn:
+    """One turn of ingestion: the documents it holds the locks of, prepared one by one, embedded together.
+
+    Each document's own trouble stays its own (_on_its_own): a file that can't be read
+    fails with its reason, a bug in one fails that one with INTERNAL_ERROR, a document
+    deleted meanwhile drops out; the others go on. A lost database connection ends the
+    turn for Celery to retry; everything done so far is stored and resumes.
     """
-    with _stop_if_deleted(version.id):
-        document = Document.objects.select_related("bot").get(pk=version.document_id)
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.served: list[int] = []  # version ids worked on
+        self.prepared: list[_Prepared] = []
+        self.stopped = False  # the time ran out in the middle of a document's stages
+        self._locked: list[int] = []
+        self._served_documents: list[int] = []
+        self._model = None
+        self._batch_size = settings.DOCENT_EMBEDDING_BATCH_SIZE * 4
+
+    def __enter__(self) -> _Turn:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            if self._served_documents and exc_info[0] is None:
+                # To the back of their bot's line (_turn_order).
+                Document.objects.filter(pk__in=self._served_documents).update(served_at=timezone.now())
+        finally:
+            with connection.cursor() as cursor:
+                for document_id in self._locked:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, document_id])
+
+    def has_room(self) -> bool:
+        """Whether another document may join: time is left and the embedding batch isn't full."""
+        pending = sum(prepared.left for prepared in self.prepared)
+        return not (
+            self.stopped or _past(self.deadline) or len(self.served) >= TURN_DOCUMENTS or pending >= self._batch_size
+        )
+
+    def take(self, document_id: int, version_id: int) -> None:
+        """Lock the document if no other worker holds it, and parse and chunk it as far as time allows."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, document_id])
+            if not cursor.fetchone()[0]:
+                return
+        self._locked.append(document_id)
+        version = DocumentVersion.objects.select_related("document__bot").filter(pk=version_id).first()
+        if version is None:
+            return  # deleted since the turn order was read
+        from retrieval.services import embedding_model_for
+
+        model = embedding_model_for(version.document.bot)
+        if self._model is not None and model.pk != self._model.pk:
+            return  # another encoder: its own turn will come
+        self.served.append(version.id)
+        self._served_documents.append(document_id)
+        with _on_its_own(version.id):
+            prepared = self._prepare(version)
+            if prepared is not None:
+                self._model = model
+                self._count_passages(prepared)
+                self.prepared.append(prepared)
+
+    def _prepare(self, version: DocumentVersion) -> _Prepared | None:
+        document = version.document
         if document.current_version_id != version.id:
-            return  # a newer upload (or a rollback) replaced it
+            return None  # a newer upload (or a rollback) replaced it
         if document.status == Document.Status.FAILED:
-            return  # a message that outlived its document's failure; Retry queues it anew
+            return None  # a message that outlived its document's failure; Retry queues it anew
         bot = document.bot
         if document.status == Document.Status.READY and _is_indexed(document, version, bot.index_version):
-            return
+            return None
         progress = DocumentProgress(document)
         try:
-            if parse_stage(version, progress) and _past(deadline):
-                return
-            if chunk_stage(version, bot, progress) and _past(deadline):
-                return
+            if parse_stage(version, progress) and _past(self.deadline):
+                self.stopped = True
+                return None
+            if chunk_stage(version, bot, progress) and _past(self.deadline):
+                self.stopped = True
+                return None
         except parsers.ParseError as exc:
             document.fail(str(exc))
+            return None
+        return _Prepared(version, progress)
+
+    def _count_passages(self, prepared: _Prepared) -> None:
+        counts = Chunk.objects.filter(version=prepared.version, index_version=prepared.index_version).aggregate(
+            total=Count("id"), left=Count("id", filter=Q(embedding__isnull=True))
+        )
+        prepared.total, prepared.left = counts["total"], counts["left"]
+        # A document the first batch won't finish shows its progress; the others go straight to ready.
+        if sum(other.left for other in self.prepared) + prepared.left > self._batch_size:
+            prepared.progress.embedding(prepared.total, prepared.total - prepared.left)
+            prepared.shows_progress = True
+
+    def embed_and_activate(self) -> None:
+        """Embed the prepared documents' passages, a batch at a time across documents, until done or out of time.
+
+        Each batch takes passages in turn order, so the first document finishes first; a
+        document whose passages are all embedded becomes ready at once.
+        """
+        if not self.prepared:
             return
-        if embed_stage(version, bot, progress, deadline):
-            activate(version, bot.index_version)
+        from retrieval.services import embed_texts
+
+        by_version = {prepared.version.id: prepared for prepared in self.prepared}
+        order = Case(*(When(version_id=version_id, then=position) for position, version_id in enumerate(by_version)))
+        waiting = Q()
+        for prepared in self.prepared:
+            waiting |= Q(version_id=prepared.version.id, index_version=prepared.index_version)
+        pending = Chunk.objects.filter(waiting, embedding__isnull=True).order_by(order, "ordinal")
+        to_db = VectorField().get_prep_value
+        batches_done = 0
+        while any(prepared.left for prepared in self.prepared):
+            if batches_done and _past(self.deadline):
+                break
+            batch = list(pending.values_list("id", "version_id", "text")[: self._batch_size])
+            if not batch:
+                break  # a document deleted meanwhile took its passages with it
+            vectors = embed_texts([text for _, _, text in batch], self._model)
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE documents_chunk SET embedding = %s::vector, dimensions = %s WHERE id = %s",
+                    [
+                        (to_db(vector), self._model.dimensions, chunk_id)
+                        for (chunk_id, _, _), vector in zip(batch, vectors, strict=True)
+                    ],
+                )
+            batches_done += 1
+            for version_id, count in collections.Counter(version_id for _, version_id, _ in batch).items():
+                prepared = by_version[version_id]
+                prepared.left = max(0, prepared.left - count)
+                if prepared.left:
+                    with _on_its_own(version_id):
+                        if not prepared.shows_progress:
+                            prepared.progress.embedding(prepared.total, prepared.total - prepared.left - count)
+                            prepared.shows_progress = True
+                        prepared.progress.embedded(prepared.total - prepared.left)
+        for prepared in self.prepared:
+            if not prepared.left:
+                with _on_its_own(prepared.version.id):
+                    activate(prepared.version, prepared.index_version)
+
+
+@contextlib.contextmanager
+def _on_its_own(version_id: int) -> Iterator[None]:
+    """Work on one document of a turn: its failure is its own, the turn goes on with the others.
+
+    Deleted meanwhile: it drops out quietly (_stop_if_deleted). A bug: it fails with
+    INTERNAL_ERROR (logged with its traceback). A lost database connection or broker is
+    everyone's: it ends the turn, for Celery to retry, naming this document.
+    """
+    try:
+        with _stop_if_deleted(version_id):
+            yield
+    except TRANSIENT_ERRORS as exc:
+        exc.ingest_version_id = version_id  # type: ignore[attr-defined]
+        raise
+    except Exception:
+        logger.exception("Ingesting document version %s failed", version_id)
+        fail_internal(version_id)
 
 
 def _past(deadline: float | None) -> bool:

@@ -1,12 +1,9 @@
 """Celery tasks for ingestion: thin, idempotent, and given ids only."""
 
 from celery import Task, shared_task
-from django.db import InterfaceError, OperationalError
 
 from documents import services
-
-# Ours, not the file's: worth retrying with backoff.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+from documents.services import TRANSIENT_ERRORS
 
 
 class IngestTask(Task):
