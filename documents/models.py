@@ -14,7 +14,7 @@ from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from pgvector.django import VectorField
+from pgvector.django import SparseVectorField, VectorField
 
 from documents.filenames import fit_bytes
 
@@ -239,6 +239,9 @@ class Chunk(models.Model):
         output_field=SearchVectorField(),
         db_persist=True,
     )
+    # BM25 term weights of an active chunk (saturated, length-normalised term frequency per
+    # hashed lexeme), set by a database trigger; retrieval.keyword explains and reads it.
+    bm25 = SparseVectorField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["document", "ordinal"]

@@ -1,85 +1,155 @@
-"""BM25 keyword scoring over the chunks' Postgres full-text vectors.
+"""BM25 keyword ranking inside Postgres, fast at a million chunks.
 
 Postgres's own ts_rank counts how often the query words occur but not how rare they
-are: "diet" in every chunk weighs as much as "homocysteine" in three, so a long chunk
-full of common words outranks the one passage about the rare term. BM25 weighs each
-term by its inverse document frequency and saturates repeated occurrences.
+are: "diet" in every chunk weighs as much as "homocysteine" in three. BM25 weighs each
+term by its inverse document frequency (IDF) and saturates repeated occurrences.
 
-The statistics (number of chunks, their average length, each query term's document
-frequency) are taken at query time from the chunks being searched, through the GIN
-index on `search_vector`: nothing extra to maintain at ingestion, and never stale
-after a re-index or a deletion. The cost grows with the number of chunks containing a
-query term, which is what an inverted index without stored statistics has to pay.
+A chunk's BM25 score is an inner product, so it is stored as two halves
+(migration retrieval 0008, kept exact by triggers on documents_chunk):
+
+- each active chunk's `bm25` sparse vector: per lexeme (hashed to one of 2^29 indices),
+  the saturated, length-normalised term frequency tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl)),
+  heading words counting twice (BM25F-style: a passage under "Toner" is about toner);
+- per bot, the document frequency of every lexeme and the number and total length of
+  its chunks, in retrieval_keyword_statistics (rows of changes, summed when read).
+
+A query's vector holds each of its terms' IDF, read from the statistics in the same
+statement. Scoring a chunk is then one sparse inner product instead of unnesting its
+text, and the statistics cost nothing at query time. avgdl is the bot's when the
+chunk was activated (chunk sizes come from the chunker, so it hardly moves; a
+re-index or refresh_vectors recomputes it).
+
+Which chunks are scored: those containing the query's rarest terms, found through the
+GIN index, adding terms from the rarest up while their chunks number at most
+CANDIDATE_CAP (always at least the rarest). A chunk holding none of those terms holds
+only common ones, and scores below the chunks with a rare term unless the rare term is
+in very few chunks; the cost no longer grows with the number of chunks that say
+"policy". Below CANDIDATE_CAP chunks in a bot nothing is left out: the ranking is exact.
 """
 
 from __future__ import annotations
 
+import re
+
 from django.db import connection
 
-# Okapi BM25 parameters; the customary values (Lucene's defaults).
+# Okapi BM25 parameters (Lucene's defaults) and the heading weight: the triggers of
+# migration retrieval 0008 use the same values; changing them needs a new migration.
 BM25_K1 = 1.2
 BM25_B = 0.75
-# A term in the heading path counts this many times per occurrence (BM25F-style field
-# weight): a passage under "Toner" is about toner even where its text says "it".
 HEADING_WEIGHT = 2
 # Distinct query terms scored at most; a question never has this many.
 MAX_QUERY_TERMS = 64
+# Chunks scored per keyword query at most (see the module docstring). Sparse inner
+# products cost ~1 µs; fetching the rows dominates: ~10 ms per 5,000 on a 2-core machine.
+CANDIDATE_CAP = 5_000
 
-_SQL = """
-WITH pool AS NOT MATERIALIZED ({pool}),
-stats AS (SELECT count(*)::float8 AS n, greatest(avg(token_count), 1)::float8 AS avgdl FROM pool),
-hits AS (
-    SELECT p.id,
-           p.token_count::float8 AS dl,
-           u.lexeme,
-           (cardinality(u.positions)
-            + %s * cardinality(array_positions(u.weights, 'A')))::float8 AS tf,
-           p.search_vector @@ websearch_to_tsquery('english', %s) AS eligible
-    FROM pool p CROSS JOIN LATERAL unnest(p.search_vector) u
-    WHERE p.search_vector @@ %s::tsquery AND u.lexeme = ANY(%s)
-),
-df AS (SELECT lexeme, count(*)::float8 AS df FROM hits GROUP BY lexeme)
-SELECT h.id,
-       sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
-           * h.tf * (%s + 1) / (h.tf + %s * (1 - %s + %s * h.dl / s.avgdl))) AS score
-FROM hits h JOIN df USING (lexeme) CROSS JOIN stats s
-WHERE h.eligible
-GROUP BY h.id
-ORDER BY score DESC, h.id
-LIMIT %s
-"""
+# A -word in web-search syntax excludes chunks; its lexeme is not a term to score or to probe with.
+_EXCLUSION = re.compile(r"(?:^|(?<=\s))-\S+")
 
 
-def query_terms(query: str) -> list[str]:
-    """The distinct lexemes of `query` as Postgres indexes text ('english': stemmed, stop words dropped)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", [query])
-        (terms,) = cursor.fetchone()
-    return list(terms or [])[:MAX_QUERY_TERMS]
+def terms_text(query: str) -> str:
+    """The part of `query` whose words are scored: all of it but -exclusions."""
+    return _EXCLUSION.sub(" ", query)
 
 
-def _quoted(lexeme: str) -> str:
-    """`lexeme` as one tsquery operand, taken literally (no parsing or stemming again)."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+def keyword_ctes(pool: str, query: str, websearch_query: str | None, limit: int) -> tuple[str, list]:
+    """SQL common table expressions ending in `keyword (id, score)`, and their parameters in order.
 
-
-def bm25_search(chunks, query: str, websearch_query: str, limit: int) -> list[tuple[int, float]]:
-    """(chunk id, BM25 score) of the `limit` best chunks among `chunks` for `query`, best first.
-
-    `chunks` is the queryset searched (a bot's active chunks, perhaps of some documents):
-    it is also the collection the term statistics come from. Only chunks matching
-    `websearch_query` (Postgres websearch syntax: quotes and -exclusions honoured) are
-    returned; the score sums BM25 over the query's terms. Ties go to the lower id.
+    `pool` names an earlier CTE of the chunks searched, with columns id, bot_id, bm25 and
+    search_vector (all of one bot: its statistics are used). `websearch_query`, when the
+    user wrote search syntax (quotes, -exclusions), must match too. Best first, ties to the
+    lower id; at most `limit` rows. The caller puts `WITH pool AS (...), <these>` before its SELECT.
     """
-    terms = query_terms(query)
-    if not terms or limit <= 0:
+    syntax = "AND search_vector @@ websearch_to_tsquery('english', %s)" if websearch_query else ""
+    sql = f"""
+kw_terms AS (
+    SELECT DISTINCT lexeme FROM unnest((tsvector_to_array(to_tsvector('english', %s)))[1:{MAX_QUERY_TERMS}]) lexeme
+),
+kw_stats AS (
+    SELECT s.lexeme, sum(s.chunks)::float8 AS df
+    FROM retrieval_keyword_statistics s
+    WHERE s.bot_id = (SELECT bot_id FROM {pool} LIMIT 1)
+      AND s.lexeme IN (SELECT lexeme FROM kw_terms UNION ALL SELECT '')
+    GROUP BY s.lexeme
+),
+kw_weights AS (
+    SELECT t.lexeme, t.df, ln(1 + (n.df - t.df + 0.5) / (t.df + 0.5)) AS idf,
+           sum(t.df) OVER (ORDER BY t.df, t.lexeme ROWS UNBOUNDED PRECEDING) AS cumulative_df
+    FROM kw_stats t JOIN kw_stats n ON n.lexeme = ''
+    WHERE t.lexeme <> '' AND t.df > 0
+),
+kw_query AS (
+    SELECT ('{{' || string_agg(term || ':' || weight::real, ',' ORDER BY term) || '}}/536870912')::sparsevec AS vector
+    FROM (SELECT docent_term_index(lexeme) AS term, sum(idf) AS weight FROM kw_weights GROUP BY 1) q
+),
+kw_probe AS (
+    SELECT string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | ')::tsquery AS probe
+    FROM kw_weights WHERE cumulative_df <= %s OR cumulative_df = df
+),
+kw_candidates AS (
+    SELECT id, bm25 FROM {pool}
+    WHERE search_vector @@ (SELECT probe FROM kw_probe) {syntax}
+    LIMIT %s
+),
+keyword AS (
+    SELECT id, -(bm25 <#> (SELECT vector FROM kw_query)) AS score FROM kw_candidates
+    ORDER BY score DESC, id LIMIT %s
+)"""
+    params: list = [terms_text(query), CANDIDATE_CAP]
+    if websearch_query:
+        params.append(websearch_query)
+    params += [CANDIDATE_CAP, limit]
+    return sql, params
+
+
+def bm25_search(chunks, query: str, websearch_query: str | None, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, BM25 score) of the `limit` best chunks among `chunks` (one bot's) for `query`, best first.
+
+    The term statistics are the bot's, whatever subset `chunks` is (as a search engine's
+    filter leaves IDF alone). With `websearch_query` (Postgres web-search syntax: quotes
+    and -exclusions) only chunks matching it are returned.
+    """
+    if limit <= 0:
         return []
-    pool = chunks.order_by().values("id", "token_count", "search_vector")
-    pool_sql, pool_params = pool.query.sql_with_params()
-    any_term = " | ".join(_quoted(term) for term in terms)
-    # Positional, in the order the placeholders appear in _SQL.
-    params = [*pool_params, HEADING_WEIGHT - 1, websearch_query, any_term, terms]
-    params += [BM25_K1, BM25_K1, BM25_B, BM25_B, limit]
+    pool_sql, pool_params = chunks.order_by().values("id", "bot_id", "bm25", "search_vector").query.sql_with_params()
+    ctes, params = keyword_ctes("pool", query, websearch_query, limit)
     with connection.cursor() as cursor:
-        cursor.execute(_SQL.replace("{pool}", pool_sql), params)
+        cursor.execute(
+            f"WITH pool AS NOT MATERIALIZED ({pool_sql}), {ctes} SELECT id, score FROM keyword ORDER BY score DESC, id",
+            [*pool_params, *params],
+        )
         return [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
+
+
+def refresh_vectors(bot_id: int) -> int:
+    """Weigh `bot_id`'s active chunks again with its current average length; returns how many.
+
+    Each chunk keeps the average length of its bot as it was when the chunk became active
+    (exact for a bot's first document and after a re-index). Chunk sizes come from the
+    chunker, so the average hardly moves; a bot whose documents changed in kind can be
+    refreshed. It rewrites every active row of the bot (and its index entries): minutes
+    for a million chunks, a background job's work.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE documents_chunk SET bm25 = NULL WHERE bot_id = %s AND is_active", [bot_id])
+        return cursor.rowcount
+
+
+def compact_statistics(bot_id: int) -> None:
+    """Merge `bot_id`'s rows of term statistics (the triggers also do it now and then)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT docent_compact_keyword_statistics(%s)", [bot_id])
+
+
+def statistics(bot_id: int) -> tuple[int, float, dict[str, int]]:
+    """(active chunks, average length, document frequency by lexeme) of a bot: for tests and checks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lexeme, sum(chunks), sum(tokens) FROM retrieval_keyword_statistics WHERE bot_id = %s "
+            "GROUP BY lexeme HAVING sum(chunks) <> 0",
+            [bot_id],
+        )
+        rows = {lexeme: (int(chunks), int(tokens)) for lexeme, chunks, tokens in cursor.fetchall()}
+    chunks, tokens = rows.pop("", (0, 0))
+    return chunks, (tokens / chunks if chunks else 0.0), {lexeme: df for lexeme, (df, _) in rows.items()}

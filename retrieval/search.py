@@ -1,7 +1,8 @@
 """Hybrid search over a bot's chunks: vector, keyword and identifier queries, fused, optionally reranked.
 
 The vector query uses pgvector's HNSW index (cosine), the keyword queries Postgres
-full-text search (ranked by BM25, retrieval.keyword); reciprocal-rank fusion merges the rankings.
+full-text search (ranked by BM25, retrieval.keyword); reciprocal-rank fusion merges the
+rankings. search() sends the three queries as one SQL statement: one round trip.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -21,9 +23,9 @@ from pgvector.django import CosineDistance, VectorField
 
 from documents.models import Chunk
 from retrieval.answerers import ScoredChunk
-from retrieval.embedding import embed_texts, embedding_model_for
+from retrieval.embedding import embed_queries, embedding_model_for
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import bm25_search
+from retrieval.keyword import bm25_search, keyword_ctes
 from retrieval.models import EmbeddingModel, Reranker
 
 logger = logging.getLogger(__name__)
@@ -63,25 +65,47 @@ def active_chunks(bot, document_ids: list[int] | None = None):
     return chunks
 
 
+# Database connections whose session already has the HNSW settings below.
+_TUNED_CONNECTIONS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _tune_hnsw(cursor) -> None:
+    """Set pgvector's search settings for this session once (per statement inside a transaction).
+
+    iterative_scan (pgvector ≥ 0.8) keeps scanning the index until enough rows pass the
+    bot filter; ef_search wider than the default 40 buys recall for a millisecond or two.
+    Session settings cost no round trip per search; inside a transaction that may roll
+    back (and take a session SET with it) they are set for the transaction instead.
+    """
+    ef_search = int(settings.DOCENT_HNSW_EF_SEARCH)
+    if connection.in_atomic_block:
+        cursor.execute(f"SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {ef_search}")
+    elif connection.connection not in _TUNED_CONNECTIONS:
+        cursor.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {ef_search}")
+        _TUNED_CONNECTIONS.add(connection.connection)
+
+
+def _nearest(chunks, model: EmbeddingModel, query_vector, limit: int):
+    """The queryset of (id, cosine distance) of the `limit` nearest chunks; the model's HNSW index serves it."""
+    typed_embedding = Cast("embedding", VectorField(dimensions=model.dimensions))
+    return (
+        chunks.filter(dimensions=model.dimensions)
+        .annotate(distance=CosineDistance(typed_embedding, query_vector))
+        .order_by("distance")
+        .values_list("id", "distance")[:limit]
+    )
+
+
 def vector_search(chunks, model: EmbeddingModel, query_vector, limit: int, exact: bool = False) -> list[tuple]:
     """(chunk id, cosine similarity) of the `limit` nearest chunks, best first.
 
     Uses the model's partial HNSW index; `exact=True` scans instead (for measuring recall).
     """
-    typed_embedding = Cast("embedding", VectorField(dimensions=model.dimensions))
     with transaction.atomic(), connection.cursor() as cursor:
-        # pgvector ≥ 0.8: keep scanning the index until enough rows pass the bot filter.
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        # A wider candidate list than pgvector's default 40: better recall for a millisecond or two.
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.DOCENT_HNSW_EF_SEARCH)}")
+        _tune_hnsw(cursor)
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
-        hits = list(
-            chunks.filter(dimensions=model.dimensions)
-            .annotate(distance=CosineDistance(typed_embedding, query_vector))
-            .order_by("distance")
-            .values_list("id", "distance")[:limit]
-        )
+        hits = list(_nearest(chunks, model, query_vector, limit))
     return [(chunk_id, 1.0 - float(distance)) for chunk_id, distance in hits]
 
 
@@ -125,17 +149,28 @@ def identifier_search(chunks, query: str, limit: int) -> list[tuple]:
     outrank the one with the code; this list of passages holding every code as written
     is a third ranking for fusion, weighted like keyword search.
     """
+    hits = _identifier_hits(chunks, query, limit)
+    return [] if hits is None else [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def _identifier_hits(chunks, query: str, limit: int):
+    """The queryset of (id, rank) behind identifier_search; None when the query holds no identifier."""
     identifiers = identifiers_in(query)
     if not identifiers:
-        return []
+        return None
     tsquery = SearchQuery(" ".join(f'"{token}"' for token in identifiers), search_type="websearch", config="english")
-    hits = (
+    return (
         chunks.filter(search_vector=tsquery)
         .annotate(rank=SearchRank(F("search_vector"), tsquery))
         .order_by("-rank", "id")
         .values_list("id", "rank")[:limit]
     )
-    return [(chunk_id, float(rank)) for chunk_id, rank in hits]
+
+
+def _websearch_syntax(query: str) -> str | None:
+    """`query` when the user wrote web-search syntax (quotes, or, -exclusions), else None."""
+    query = query[:KEYWORD_QUERY_MAX_CHARS]
+    return query if _SEARCH_SYNTAX.search(query) else None
 
 
 def keyword_search(chunks, query: str, limit: int) -> list[tuple]:
@@ -143,7 +178,42 @@ def keyword_search(chunks, query: str, limit: int) -> list[tuple]:
 
     See retrieval.keyword: rare terms weigh more than common ones, unlike Postgres's ts_rank.
     """
-    return bm25_search(chunks, query[:KEYWORD_QUERY_MAX_CHARS], keyword_query(query), limit)
+    return bm25_search(chunks, query[:KEYWORD_QUERY_MAX_CHARS], _websearch_syntax(query), limit)
+
+
+def ranked_candidates(chunks, model: EmbeddingModel, query: str, query_vector, limit: int) -> dict[str, list[tuple]]:
+    """The vector, keyword and identifier rankings of `chunks` for `query`, from one SQL statement.
+
+    {"vector": [(id, cosine similarity)], "keyword": [(id, BM25)], "identifier": [(id, rank)]},
+    each best first and at most `limit` long: the same lists as vector_search,
+    keyword_search and identifier_search, in one round trip instead of three.
+    """
+    if limit <= 0:
+        return {"vector": [], "keyword": [], "identifier": []}
+    pool_sql, pool_params = chunks.order_by().values("id", "bot_id", "bm25", "search_vector").query.sql_with_params()
+    keyword_sql, keyword_params = keyword_ctes("pool", query[:KEYWORD_QUERY_MAX_CHARS], _websearch_syntax(query), limit)
+    vector_sql, vector_params = _nearest(chunks, model, query_vector, limit).query.sql_with_params()
+    parts = [
+        "SELECT 'vector', id, 1 - distance FROM vector_hits",
+        "SELECT 'keyword', id, score FROM keyword",
+    ]
+    params = [*pool_params, *keyword_params, *vector_params]
+    identifier_hits = _identifier_hits(chunks, query, limit)
+    ctes = f"WITH pool AS NOT MATERIALIZED ({pool_sql}), {keyword_sql}, vector_hits AS ({vector_sql})"
+    if identifier_hits is not None:
+        identifier_sql, identifier_params = identifier_hits.query.sql_with_params()
+        ctes += f", identifier_hits AS ({identifier_sql})"
+        parts.append("SELECT 'identifier', id, rank FROM identifier_hits")
+        params += identifier_params
+    rankings: dict[str, list[tuple]] = {"vector": [], "keyword": [], "identifier": []}
+    with connection.cursor() as cursor:
+        _tune_hnsw(cursor)
+        cursor.execute(f"{ctes} {' UNION ALL '.join(parts)}", params)
+        for kind, chunk_id, score in cursor.fetchall():
+            rankings[kind].append((chunk_id, float(score)))
+    for ranking in rankings.values():
+        ranking.sort(key=lambda hit: (-hit[1], hit[0]))
+    return rankings
 
 
 def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -> SearchResult:
@@ -154,16 +224,15 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
     """
     watch = _Stopwatch()
     model = embedding_model_for(bot)
-    query_vector = embed_texts([query], model)[0]
+    query_vector = embed_queries([query], model)[0]
     watch.lap("embed")
 
     chunks = active_chunks(bot, document_ids)
-    depth = max(CANDIDATES_PER_SEARCH, k)
-    vector_scores = dict(vector_search(chunks, model, query_vector, depth))
-    watch.lap("vector")
-    keyword_scores = dict(keyword_search(chunks, query, depth))
-    identifier_hits = [chunk_id for chunk_id, _ in identifier_search(chunks, query, depth)]
-    watch.lap("keyword")
+    rankings = ranked_candidates(chunks, model, query, query_vector, max(CANDIDATES_PER_SEARCH, k))
+    vector_scores = dict(rankings["vector"])
+    keyword_scores = dict(rankings["keyword"])
+    identifier_hits = [chunk_id for chunk_id, _ in rankings["identifier"]]
+    watch.lap("candidates")
 
     fused = reciprocal_rank_fusion(
         [list(vector_scores), list(keyword_scores), identifier_hits],
