@@ -12,7 +12,8 @@ document or bot deleted by cascade, a bulk COPY):
   (bot, lexeme) of the statement's net change in document frequency, and one per bot
   under the lexeme '' for the change in chunk count and total length. Only inserts, so
   concurrent ingestion never waits on a shared counter row; readers sum the rows, and
-  rows of a bot are merged now and then (docent_compact_keyword_statistics).
+  rows of a bot are merged now and then, by one transaction at a time
+  (docent_compact_keyword_statistics), and dropped with the bot's last chunk.
 
 The constants (k1 = 1.2, b = 0.75, heading weight 2, 2^29 hash buckets) are mirrored in
 retrieval.keyword; changing them needs a migration that recomputes the vectors.
@@ -54,8 +55,10 @@ LANGUAGE sql STABLE AS $$
     FROM retrieval_keyword_statistics WHERE bot_id = bot AND lexeme = ''
 $$;
 
+-- The statistics rows are young: the planner's row estimates are often 1, which makes a
+-- nested loop over two big sets quadratic. Hash joins keep every statement here linear.
 CREATE FUNCTION docent_compact_keyword_statistics(bot bigint) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET enable_nestloop = off AS $$
     WITH repeated AS MATERIALIZED (
         SELECT lexeme FROM retrieval_keyword_statistics WHERE bot_id = bot GROUP BY lexeme HAVING count(*) > 1
     ),
@@ -93,9 +96,11 @@ END $$;
 """
 
 STATISTICS_FUNCTION = r"""
-CREATE FUNCTION docent_chunk_statistics_{operation}() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION docent_chunk_statistics_{operation}() RETURNS trigger LANGUAGE plpgsql
+SET enable_nestloop = off AS $$
 DECLARE
     touched bigint[];
+    bot bigint;
 BEGIN
     WITH changed AS ({changed}),
     changes AS (
@@ -114,16 +119,22 @@ BEGIN
     -- now that the statistics hold them, weigh them again (that UPDATE fires this trigger
     -- once more, one level deeper, where it changes no statistics and stops here).
     IF pg_trigger_depth() = 1 THEN
-        UPDATE documents_chunk c SET bm25 = NULL
-        FROM ({first}) f
-        WHERE c.id = f.id AND f.bot_total = (
-            SELECT sum(s.chunks) FROM retrieval_keyword_statistics s WHERE s.bot_id = f.bot_id AND s.lexeme = ''
-        );
+        UPDATE documents_chunk SET bm25 = NULL WHERE id = ANY(ARRAY(
+            SELECT f.id FROM ({first}) f WHERE f.bot_total = (
+                SELECT sum(s.chunks) FROM retrieval_keyword_statistics s WHERE s.bot_id = f.bot_id AND s.lexeme = ''
+            )
+        ));
     END IF;
-    -- Merge a bot's rows now and then, so that readers sum a few rows per term, not one per document.
-    IF touched IS NOT NULL AND random() < 0.02 THEN
-        PERFORM docent_compact_keyword_statistics(bot) FROM unnest(touched) AS bot;
-    END IF;
+    -- Merge a bot's rows now and then, so that readers sum a few rows per term rather than
+    -- one per document, and drop them once the bot has no chunks left. One transaction at a
+    -- time merges a bot; the others only insert, so nobody waits and nothing deadlocks.
+    FOREACH bot IN ARRAY coalesce(touched, '{}') LOOP
+        IF (random() < 0.02 OR NOT EXISTS (
+                SELECT FROM retrieval_keyword_statistics WHERE bot_id = bot AND lexeme = '' HAVING sum(chunks) <> 0))
+           AND pg_try_advisory_xact_lock(hashtext('docent_keyword_statistics'), hashtext(bot::text)) THEN
+            PERFORM docent_compact_keyword_statistics(bot);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END $$;
 """

@@ -175,3 +175,12 @@ def test_a_cap_below_a_terms_chunk_count_still_scores_the_rarest_terms_matches(b
     monkeypatch.setattr(keyword, "CANDIDATE_CAP", 2)  # only "duplex" (2 chunks) is looked up, not "printer" (7)
     hits = [chunk_id for chunk_id, _ in services.keyword_search(services.active_chunks(bot), "printer duplex", 5)]
     assert set(hits) == {ids["rare.txt"], ids["rarer.txt"]}
+
+
+def test_a_deleted_bots_term_statistics_are_dropped_with_it(bot, index_texts):
+    index_texts(bot, MANUAL)
+    bot_id = bot.id
+    bot.delete()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM retrieval_keyword_statistics WHERE bot_id = %s", [bot_id])
+        assert cursor.fetchone()[0] == 0
