@@ -272,8 +272,17 @@ DOCENT_INGEST_SLICE_SECONDS = env_int("DOCENT_INGEST_SLICE_SECONDS", 2)
 # message is gone from the broker, has lost its task: the sweeper re-queues it.
 DOCENT_STALE_SECONDS = env_int("DOCENT_STALE_SECONDS", 120)
 DOCENT_SWEEP_SECONDS = env_int("DOCENT_SWEEP_SECONDS", 30)
+# How often the worker stores sentence vectors for new chunks (retrieval.sentences), when
+# no document is waiting to be ingested; answers are fast once their chunks have them.
+DOCENT_SENTENCE_FILL_SECONDS = env_int("DOCENT_SENTENCE_FILL_SECONDS", 20)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-documents": {"task": "documents.tasks.sweep", "schedule": float(DOCENT_SWEEP_SECONDS)},
+    "fill-sentence-vectors": {
+        "task": "retrieval.tasks.fill_sentence_vectors",
+        "schedule": float(DOCENT_SENTENCE_FILL_SECONDS),
+        # A run missed while the worker was busy is not worth queueing: the next one does the same work.
+        "options": {"expires": float(DOCENT_SENTENCE_FILL_SECONDS)},
+    },
 }
 
 LOGGING = {

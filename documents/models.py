@@ -231,6 +231,10 @@ class Chunk(models.Model):
     text = models.TextField()
     token_count = models.PositiveIntegerField()
     embedding = VectorField(null=True, blank=True)
+    # The built-in answerer's vectors for this chunk's sentences and headings (float16, with
+    # a digest of the texts they belong to), filled in the background after ingestion so an
+    # answer embeds only its question; retrieval.sentences explains the format.
+    sentence_vectors = models.BinaryField(null=True, blank=True, editable=False)
     dimensions = models.PositiveSmallIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=False)
     search_vector = models.GeneratedField(
@@ -249,6 +253,12 @@ class Chunk(models.Model):
             GinIndex(name="chunk_search_vector_gin", fields=["search_vector"], condition=Q(is_active=True)),
             models.Index(name="chunk_active_bot", fields=["bot"], condition=Q(is_active=True)),
             models.Index(name="chunk_pending", fields=["version", "index_version"], condition=Q(is_active=False)),
+            # The background fill of sentence vectors finds its work without scanning every chunk.
+            models.Index(
+                name="chunk_without_sentences",
+                fields=["id"],
+                condition=Q(is_active=True, sentence_vectors__isnull=True),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["version", "index_version", "ordinal"], name="unique_chunk_ordinal"),

@@ -8,7 +8,7 @@ is similar enough to the question, it says the documents don't cover it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +103,16 @@ class SentenceUnit:
     context: str = ""  # the heading path down to the label
     leads: bool = False  # the first sentence under `label`: where a definition or a direct answer sits
     label: str = ""  # the heading, glossary term or question line right above
+
+
+def scoring_texts(text: str, heading_path: str = "") -> list[str]:
+    """Every text of a chunk the answerer compares with a question: its sentences, then their headings and labels.
+
+    What retrieval.sentences embeds once per chunk, so an answer embeds only its question.
+    """
+    units = sentence_units(text, heading_path)
+    contexts = [context for unit in units for context in (unit.context, unit.label) if context]
+    return list(dict.fromkeys([unit.text for unit in units] + contexts))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -247,9 +257,11 @@ class _Scorer:
         question_vector: np.ndarray,
         encode: Callable[[list[str]], np.ndarray],
         chunks: Sequence[ScoredChunk],
+        known: Mapping[str, np.ndarray] | None = None,
     ):
         self.question_vector = question_vector
         self.encode = encode
+        self.known = known or {}
         self.question_terms = list(dict.fromkeys(key_terms(question)))
         chunk_terms = [set(key_terms(chunk.text + " " + chunk.heading_path)) for chunk in chunks]
         enough = max(2, TOPIC_SHARE * len(chunk_terms))
@@ -259,16 +271,15 @@ class _Scorer:
 
     def score(self, units: Sequence[SentenceUnit]) -> list[_Scored]:
         contexts = list(dict.fromkeys(text for unit in units for text in (unit.context, unit.label) if text))
-        vectors = self.encode([unit.text for unit in units] + contexts)
-        similarities = vectors @ self.question_vector
-        context_similarity = dict(zip(contexts, similarities[len(units) :], strict=True))
+        similarity_of = self._similarities([unit.text for unit in units] + contexts)
+        similarities = [similarity_of[unit.text] for unit in units]
+        context_similarity = {text: similarity_of[text] for text in contexts}
         unit_terms = [set(key_terms(unit.text + " " + unit.context)) for unit in units]
         weights = self._term_weights(unit_terms)
         total = sum(weights.values())
         specific = {term for term in weights if term not in self.topic_terms}
         scored = []
-        for unit, similarity, terms in zip(units, similarities[: len(units)], unit_terms, strict=True):
-            similarity = float(similarity)
+        for unit, similarity, terms in zip(units, similarities, unit_terms, strict=True):
             # A term names what it defines better than its heading path ("Black-box monitoring").
             label = max(context_similarity.get(text, 0.0) for text in (unit.context, unit.label))
             if unit.leads and label >= LABEL_MATCH:
@@ -280,6 +291,15 @@ class _Scorer:
             topic_only = bool(specific) and not specific & terms
             scored.append(_Scored(similarity, semantic, coverage, topic_only))
         return scored
+
+    def _similarities(self, texts: list[str]) -> dict[str, float]:
+        """Each text's cosine similarity to the question: stored vectors where known, one encode for the rest."""
+        missing = [text for text in dict.fromkeys(texts) if text not in self.known]
+        vectors = dict(zip(missing, self.encode(missing), strict=True)) if missing else {}
+        return {
+            text: float(np.dot(self.known[text] if text in self.known else vectors[text], self.question_vector))
+            for text in dict.fromkeys(texts)
+        }
 
     def _term_weights(self, unit_terms: list[set[str]]) -> dict[str, float]:
         """Each key term's weight: rarer among the retrieved sentences weighs more; a topic word little."""
@@ -300,9 +320,10 @@ def extractive_answer(
     threshold: float,
     max_sentences: int = 3,
     question: str = "",
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> Answer:
     """The whole extractive answer at once (see stream_extractive_answer)."""
-    stream = stream_extractive_answer(question_vector, chunks, encode, threshold, max_sentences, question)
+    stream = stream_extractive_answer(question_vector, chunks, encode, threshold, max_sentences, question, known)
     while True:
         try:
             next(stream)
@@ -318,6 +339,7 @@ def stream_extractive_answer(
     threshold: float,
     max_sentences: int = 3,
     question: str = "",
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> Generator[str, None, Answer]:
     """Yield the answer a sentence at a time as each is chosen (best first, each with its [n]); return the Answer.
 
@@ -325,7 +347,9 @@ def stream_extractive_answer(
     least `threshold` similar to the question and either holds enough of the question's
     key terms (counting the heading or term it sits under) or is a close semantic match
     (see _Scorer). Without the question's text (`question=""`), similarity alone decides.
-    `encode` returns unit vectors, so a dot product is the cosine similarity. Citation
+    `encode` returns unit vectors, so a dot product is the cosine similarity; it is
+    called once, for the texts `known` (text → stored unit vector, see
+    retrieval.sentences) lacks, and not at all when every text is known. Citation
     numbers follow the order of the text.
     """
     candidates = [
@@ -337,7 +361,7 @@ def stream_extractive_answer(
         yield NOT_COVERED
         return Answer(text=NOT_COVERED, refused=True)
 
-    scored = _Scorer(question, question_vector, encode, chunks).score([unit for _, unit in candidates])
+    scored = _Scorer(question, question_vector, encode, chunks, known).score([unit for _, unit in candidates])
     best_similarity = max(candidate.similarity for candidate in scored)
     qualified = [i for i, candidate in enumerate(scored) if candidate.qualifies(threshold)]
     if not qualified:

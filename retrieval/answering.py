@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from retrieval.answerers import Answer, stream_extractive_answer
-from retrieval.embedding import embed_texts, embedding_model_for
+from retrieval.embedding import embed_queries, embedding_model_for
 from retrieval.llms import LLMError
 from retrieval.models import Trace
 from retrieval.search import search
+from retrieval.sentences import stored_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,11 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
         sentences = stream_extractive_answer(
             found.query_vector,
             found.chunks,
-            encode=lambda texts: embed_texts(texts, model),
+            # Only for chunks whose sentence vectors are not stored yet (retrieval.sentences).
+            encode=lambda texts: embed_queries(texts, model),
             threshold=bot.refusal_threshold,
             question=rewritten,
+            known=stored_vectors(found.chunks, model.dimensions),
         )
         result = yield from _sentence_events(sentences, timings, started)
         tokens = {"best_similarity": round(result.best_similarity, 4)}

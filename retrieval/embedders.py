@@ -151,19 +151,10 @@ class OnnxEmbedder:
             raise ValueError(f"Unknown ONNX variant {variant!r}.")
         self.backend = variant
         self.path = resolve_model_path(name_or_path)
-        if models_dir is None:
-            from django.conf import settings
-
-            models_dir = Path(settings.DATA_DIR) / "models"
-        self.export_dir = Path(models_dir) / f"{_cache_name(name_or_path, self.path)}-{variant}"
-        self.exported_now = False
+        self.export_dir, self.exported_now = ensure_export(name_or_path, variant, models_dir)
         manifest = _read_manifest(self.export_dir)
-        if manifest is None or manifest["fingerprint"] != _fingerprint(self.path):
-            export_in_subprocess(self.path, self.export_dir, variant)
-            self.exported_now = True
-            manifest = _read_manifest(self.export_dir)
-            if manifest is None:
-                raise ValueError(f"The ONNX export of {name_or_path} left no usable manifest.")
+        if manifest is None:
+            raise ValueError(f"The ONNX export of {name_or_path} left no usable manifest.")
         self.dimensions: int | None = manifest["dimensions"]
         self.max_tokens: int | None = manifest["max_tokens"]
         self._lowercase = manifest["lowercase"]
@@ -214,6 +205,25 @@ class OnnxEmbedder:
         """Character spans of the model's word-piece tokens, without [CLS]/[SEP]."""
         encoding = self._splitter.encode(text.lower() if self._lowercase else text, add_special_tokens=False)
         return [(start, end) for start, end in encoding.offsets]
+
+
+def ensure_export(name_or_path: str, variant: str, models_dir: Path | str | None = None) -> tuple[Path, bool]:
+    """The folder of the model's current `variant` export, exporting it first if need be; (folder, exported now).
+
+    The worker calls this for models in use (retrieval.tasks), so a web process rarely
+    has to wait for an export on a question.
+    """
+    path = resolve_model_path(name_or_path)
+    if models_dir is None:
+        from django.conf import settings
+
+        models_dir = Path(settings.DATA_DIR) / "models"
+    export_dir = Path(models_dir) / f"{_cache_name(name_or_path, path)}-{variant}"
+    manifest = _read_manifest(export_dir)
+    if manifest is not None and manifest["fingerprint"] == _fingerprint(path):
+        return export_dir, False
+    export_in_subprocess(path, export_dir, variant)
+    return export_dir, True
 
 
 def export_in_subprocess(model_path: str, export_dir: Path, variant: str) -> None:

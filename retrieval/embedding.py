@@ -6,12 +6,26 @@ this module picks the registered model and talks to the database.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from retrieval.embedders import DEFAULT_MODEL_SOURCE, AnyEmbedder, get_embedder, get_query_embedder
+from retrieval.embedders import (
+    DEFAULT_MODEL_SOURCE,
+    ONNX_FP32,
+    TORCH,
+    AnyEmbedder,
+    ensure_export,
+    get_embedder,
+    get_query_embedder,
+)
 from retrieval.models import EmbeddingModel
+
+logger = logging.getLogger(__name__)
+# Sources whose export failed in this process (prepare_query_embedders).
+_NOT_EXPORTABLE: set[str] = set()
 
 
 def default_embedding_model() -> EmbeddingModel:
@@ -39,6 +53,21 @@ def embedder(model: EmbeddingModel | None = None) -> AnyEmbedder:
 def warm_up() -> None:
     """Load what embeds questions for the default model ahead of the first request (exporting it if need be)."""
     embed_queries(["warm-up"])
+
+
+def prepare_query_embedders() -> None:
+    """Export every registered torch model's fp32 ONNX twin that is missing or out of date (in the worker).
+
+    So a web process embeds the first question after a model is added or fine-tuned at
+    once, instead of waiting for the export.
+    """
+    default_embedding_model()  # the shipped model's row exists
+    for model in EmbeddingModel.objects.filter(backend=TORCH).exclude(source__in=_NOT_EXPORTABLE):
+        try:
+            ensure_export(model.source, ONNX_FP32)
+        except (ValueError, OSError) as exc:
+            _NOT_EXPORTABLE.add(model.source)  # not tried again by this process
+            logger.warning("No ONNX export of %s; its questions will be embedded with torch: %s", model.name, exc)
 
 
 def embed_texts(texts: list[str], model: EmbeddingModel | None = None) -> np.ndarray:
