@@ -166,6 +166,9 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         "DOCENT_SWEEP_SECONDS": "2",
         # A turn per stage or embedding batch, so tests of fair turns need no huge files.
         "DOCENT_INGEST_SLICE_SECONDS": "0",
+        # Beat's background fill of sentence vectors would spend the suite's CPU on every test's
+        # chunks; the test that needs it sends the task itself.
+        "DOCENT_SENTENCE_FILL_SECONDS": "3600",
     }
     worker = Worker(env, tmp_path_factory.mktemp("worker"))
     worker.start()
