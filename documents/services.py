@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Case, Count, F, Max, Q, Sum, When
+from django.db.models import Case, Count, F, Max, Q, Subquery, Sum, When
 from django.db.models.functions import Length
 from django.utils import timezone
 from pgvector.django import VectorField
@@ -539,6 +539,27 @@ class DocumentProgress:
         self.document.record_embedded(done)
 
 
+class SmallFileProgress(DocumentProgress):
+    """For a small file: parsed and chunked in a moment, it goes from queued to embedding or ready.
+
+    Three row writes per file saved; a folder of thousands of one-paragraph files spent a
+    good part of its time on them. A crash leaves it queued, where the sweeper finds it.
+    """
+
+    def parsing(self, pages_total: int) -> None:
+        pass
+
+    def pages(self, done: int, final: bool = False) -> None:
+        pass
+
+    def chunking(self) -> None:
+        pass
+
+
+# Files up to this size show no parsing and chunking steps (SmallFileProgress).
+SMALL_FILE_BYTES = 256 * 1024
+
+
 class QuietProgress(DocumentProgress):
     """For re-indexing a ready document: it keeps showing `ready`; only its heartbeat moves."""
 
@@ -593,6 +614,10 @@ def ingest_next(version_id: int) -> None:
     # This message is taken: a new one may be sent for its version from now on.
     Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
     served = _serve_next_turn(version_id)
+    if not served:
+        # Nothing waits that no other worker holds: if this message's own document waits, its turn comes again.
+        enqueue_ingest(version_id)
+        return
     # Whatever still needs work goes to the back of the queue (one message per version at most).
     unfinished = Document.objects.filter(
         current_version_id__in={version_id, *served}, status__in=RUNNING_STATUSES, pending_version__isnull=True
@@ -627,12 +652,12 @@ def _turn_order(version_id: int, limit: int = 20) -> list[tuple[int, int, bool]]
     documents takes the first of each waiting bot before the second of any.
     """
     waiting = Document.objects.filter(status__in=RUNNING_STATUSES, current_version__isnull=False)
-    own_bot_id = Document.objects.filter(current_version_id=version_id).values_list("bot_id", flat=True).first()
+    own_bot_id = Subquery(Document.objects.filter(current_version_id=version_id).values("bot_id")[:1])
     bots = (
         Document.objects.filter(bot_id__in=waiting.values("bot_id"))
         .values("bot_id")
-        .annotate(last_served=Max("served_at"))
-        .order_by(F("last_served").asc(nulls_first=True), Case(When(bot_id=own_bot_id, then=0), default=1), "bot_id")
+        .annotate(last_served=Max("served_at"), own=Case(When(bot_id=own_bot_id, then=0), default=1))
+        .order_by(F("last_served").asc(nulls_first=True), "own", "bot_id")
         .values_list("bot_id", flat=True)
     )
     per_bot: list[list[tuple[int, int, bool]]] = []
@@ -694,6 +719,7 @@ class _Turn:
         self._locked: list[int] = []
         self._served_documents: list[int] = []
         self._model = None
+        self._models: dict[int, object] = {}  # bot id → its embedding model
         self._batch_size = settings.DOCENT_EMBEDDING_BATCH_SIZE * 4
 
     def __enter__(self) -> _Turn:
@@ -726,9 +752,7 @@ class _Turn:
         version = DocumentVersion.objects.select_related("document__bot").filter(pk=version_id).first()
         if version is None:
             return  # deleted since the turn order was read
-        from retrieval.services import embedding_model_for
-
-        model = embedding_model_for(version.document.bot)
+        model = self._model_of(version.document.bot)
         if self._model is not None and model.pk != self._model.pk:
             return  # another encoder: its own turn will come
         self.served.append(version.id)
@@ -740,6 +764,13 @@ class _Turn:
                 self._count_passages(prepared)
                 self.prepared.append(prepared)
 
+    def _model_of(self, bot):
+        from retrieval.services import embedding_model_for
+
+        if bot.id not in self._models:
+            self._models[bot.id] = embedding_model_for(bot)
+        return self._models[bot.id]
+
     def _prepare(self, version: DocumentVersion) -> _Prepared | None:
         document = version.document
         if document.current_version_id != version.id:
@@ -749,12 +780,13 @@ class _Turn:
         bot = document.bot
         if document.status == Document.Status.READY and _is_indexed(document, version, bot.index_version):
             return None
-        progress = DocumentProgress(document)
+        small = version.size_bytes <= SMALL_FILE_BYTES
+        progress = SmallFileProgress(document) if small else DocumentProgress(document)
         try:
             if parse_stage(version, progress) and _past(self.deadline):
                 self.stopped = True
                 return None
-            if chunk_stage(version, bot, progress) and _past(self.deadline):
+            if chunk_stage(version, bot, progress, self._model_of(bot)) and _past(self.deadline):
                 self.stopped = True
                 return None
         except parsers.ParseError as exc:
@@ -788,7 +820,6 @@ class _Turn:
         for prepared in self.prepared:
             waiting |= Q(version_id=prepared.version.id, index_version=prepared.index_version)
         pending = Chunk.objects.filter(waiting, embedding__isnull=True).order_by(order, "ordinal")
-        to_db = VectorField().get_prep_value
         batches_done = 0
         while any(prepared.left for prepared in self.prepared):
             if batches_done and _past(self.deadline):
@@ -797,14 +828,7 @@ class _Turn:
             if not batch:
                 break  # a document deleted meanwhile took its passages with it
             vectors = embed_texts([text for _, _, text in batch], self._model)
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    "UPDATE documents_chunk SET embedding = %s::vector, dimensions = %s WHERE id = %s",
-                    [
-                        (to_db(vector), self._model.dimensions, chunk_id)
-                        for (chunk_id, _, _), vector in zip(batch, vectors, strict=True)
-                    ],
-                )
+            _store_embeddings([chunk_id for chunk_id, _, _ in batch], vectors, self._model.dimensions)
             batches_done += 1
             for version_id, count in collections.Counter(version_id for _, version_id, _ in batch).items():
                 prepared = by_version[version_id]
@@ -815,10 +839,63 @@ class _Turn:
                             prepared.progress.embedding(prepared.total, prepared.total - prepared.left - count)
                             prepared.shows_progress = True
                         prepared.progress.embedded(prepared.total - prepared.left)
-        for prepared in self.prepared:
-            if not prepared.left:
+        finished = [prepared for prepared in self.prepared if not prepared.left]
+        try:
+            _activate_together(finished)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            logger.exception("Activating %d documents together failed; one by one instead", len(finished))
+            for prepared in finished:
                 with _on_its_own(prepared.version.id):
                     activate(prepared.version, prepared.index_version)
+
+
+def _store_embeddings(chunk_ids: list[int], vectors, dimensions: int) -> None:
+    """Write a batch's vectors in one statement (the chunk table's statement triggers then run once, not per row)."""
+    to_db = VectorField().get_prep_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE documents_chunk AS chunk SET embedding = batch.embedding::vector, dimensions = %s"
+            " FROM unnest(%s::bigint[], %s::text[]) AS batch(id, embedding) WHERE chunk.id = batch.id",
+            [dimensions, chunk_ids, [to_db(vector) for vector in vectors]],
+        )
+
+
+def _activate_together(finished: list[_Prepared]) -> None:
+    """activate() for several documents in one transaction, their passages switched on in one statement.
+
+    A document superseded or deleted meanwhile is left out, as activate() would.
+    """
+    if not finished:
+        return
+    with transaction.atomic():
+        locked = Document.objects.select_for_update().filter(pk__in=[p.document.id for p in finished]).order_by("pk")
+        documents = {document.pk: document for document in locked}
+        current = [
+            p
+            for p in finished
+            if p.document.id in documents and documents[p.document.id].current_version_id == p.version.id
+        ]
+        if not current:
+            return
+        new_chunks = Q()
+        for prepared in current:
+            new_chunks |= Q(version_id=prepared.version.id, index_version=prepared.index_version)
+            document = documents[prepared.document.id]
+            if document.active_version_id is not None or prepared.version.number > 1:
+                mine = Chunk.objects.filter(version=prepared.version, index_version=prepared.index_version)
+                Chunk.objects.filter(document=document, is_active=True).exclude(pk__in=mine).delete()
+                Chunk.objects.filter(document=document, is_active=False).exclude(version=prepared.version).delete()
+        counts = dict(
+            Chunk.objects.filter(new_chunks)
+            .values("version_id")
+            .annotate(count=Count("id"))
+            .values_list("version_id", "count")
+        )
+        Chunk.objects.filter(new_chunks).update(is_active=True)
+        for prepared in current:
+            documents[prepared.document.id].mark_ready(prepared.version, chunk_count=counts.get(prepared.version.id, 0))
 
 
 @contextlib.contextmanager
@@ -951,19 +1028,22 @@ def _plural(word: str, count: int) -> str:
     return word if count == 1 else word + "s"
 
 
-def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bool:
+def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress, model=None) -> bool:
     """Turn the version's pages into inactive, not yet embedded chunks for the bot's index version.
 
-    False if there was nothing to do (an earlier run wrote them).
+    False if there was nothing to do (an earlier run wrote them). `model`: the bot's
+    embedding model, if the caller has it at hand.
     """
     index_version = bot.index_version
-    already_chunked = Chunk.objects.filter(version=version, index_version=index_version).exists()
-    if version.chunked_index_version == index_version and already_chunked:
+    if (
+        version.chunked_index_version == index_version
+        and Chunk.objects.filter(version=version, index_version=index_version).exists()
+    ):
         return False  # a resumed run: the chunks are written (an activated-then-replaced version has none left)
     progress.chunking()
     from retrieval.services import embedder, embedding_model_for
 
-    model = embedding_model_for(bot)
+    model = model or embedding_model_for(bot)
     size = max(16, min(bot.chunk_size_tokens, model.max_tokens - 2))
     overlap = max(0, min(bot.chunk_overlap_tokens, size // 2))
     pages = (
@@ -977,6 +1057,7 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bo
         Chunk.objects.filter(version=version, index_version=index_version, is_active=False).delete()
         batch: list[Chunk] = []
         chars_chunked = 0
+        written = 0
         for ordinal, draft in enumerate(drafts):
             if ordinal == limit:
                 raise parsers.ParseError(_too_many_passages(version, limit, chars_chunked, overlap / size))
@@ -996,10 +1077,10 @@ def chunk_stage(version: DocumentVersion, bot, progress: DocumentProgress) -> bo
                 )
             )
             if len(batch) >= CHUNK_BATCH:
-                Chunk.objects.bulk_create(batch)
+                written += len(Chunk.objects.bulk_create(batch))
                 batch = []
-        Chunk.objects.bulk_create(batch)
-        if not Chunk.objects.filter(version=version, index_version=index_version).exists():
+        written += len(Chunk.objects.bulk_create(batch))
+        if not written:
             raise parsers.ParseError("The file contains no text to index.")
         version.chunked_index_version = index_version
         version.save(update_fields=["chunked_index_version"])
@@ -1086,7 +1167,6 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadl
     done = total - pending.filter(embedding__isnull=True).count()
     progress.embedding(total, done)
     batch_size = settings.DOCENT_EMBEDDING_BATCH_SIZE * 4
-    to_db = VectorField().get_prep_value
     batches_done = 0
     while True:
         batch = list(pending.filter(embedding__isnull=True).order_by("ordinal").values_list("id", "text")[:batch_size])
@@ -1095,14 +1175,7 @@ def embed_stage(version: DocumentVersion, bot, progress: DocumentProgress, deadl
         if batches_done and _past(deadline):
             return False
         vectors = embed_texts([text for _, text in batch], model)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "UPDATE documents_chunk SET embedding = %s::vector, dimensions = %s WHERE id = %s",
-                [
-                    (to_db(vector), model.dimensions, chunk_id)
-                    for (chunk_id, _), vector in zip(batch, vectors, strict=True)
-                ],
-            )
+        _store_embeddings([chunk_id for chunk_id, _ in batch], vectors, model.dimensions)
         done += len(batch)
         batches_done += 1
         progress.embedded(done)
@@ -1118,9 +1191,11 @@ def activate(version: DocumentVersion, index_version: int) -> bool:
         if document.current_version_id != version.id:
             return False
         new_chunks = Chunk.objects.filter(version=version, index_version=index_version)
-        Chunk.objects.filter(document=document, is_active=True).exclude(pk__in=new_chunks).delete()
-        # Unfinished chunks of older versions can never become active any more.
-        Chunk.objects.filter(document=document, is_active=False).exclude(version=version).delete()
+        # A document's first version has nothing to replace (most of a folder of new files).
+        if document.active_version_id is not None or version.number > 1:
+            Chunk.objects.filter(document=document, is_active=True).exclude(pk__in=new_chunks).delete()
+            # Unfinished chunks of older versions can never become active any more.
+            Chunk.objects.filter(document=document, is_active=False).exclude(version=version).delete()
         count = new_chunks.update(is_active=True)
         document.mark_ready(version, chunk_count=count)
     return True
