@@ -18,8 +18,10 @@ test: install-dev chromium
 	DOCENT_DATA_DIR=$(CURDIR)/.data/test $(PY) -m pytest
 
 bench: install-dev
-	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/ingest.py
-	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/search.py --n 10000
+	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/ingest.py --documents 2000
+	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/search.py --n 100000
+	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/beir.py \
+	  $${DOCENT_SHARED_DATA:-$(CURDIR)/../shared/data}/beir/nfcorpus --keyword-bench --reuse
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/first_sentence.py --n 10000
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/encoder.py --limit 2000
 
