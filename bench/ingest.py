@@ -134,7 +134,8 @@ def ingest_through_worker(worker: Worker, bot, version_ids: list[int], desc: str
             services.enqueue_ingest(version_id)
         while True:
             final = documents.filter(status__in=Document.FINAL_STATUSES).count()
-            bar.update(final - bar.n)
+            if final > bar.n:
+                bar.update(final - bar.n)
             if final >= len(version_ids):
                 break
             worker.check_alive()
@@ -225,10 +226,10 @@ def main() -> None:
 
     from bots.services import create_bot
     from documents import services
-    from retrieval.services import warm_up
+    from retrieval.services import embed_texts
 
     call_command("migrate", verbosity=0)
-    warm_up()  # model load is not throughput
+    embed_texts(["warm up"])  # the bare encoder's model load is not throughput
     user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_superuser": True})
     worker = Worker()
     worker.start()

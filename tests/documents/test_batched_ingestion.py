@@ -160,3 +160,21 @@ def test_files_embedded_by_another_model_wait_for_a_turn_of_their_own(owner, bot
     services.ingest_next(handbook[1].current_version_id)  # a message whose work is done serves the next in line
     assert statuses(travel) == {"visa.txt": "ready"}
     assert len(encoder_calls) == 2
+
+
+@pytest.mark.django_db
+def test_a_small_file_goes_from_queued_to_ready_without_writing_each_step(bot, settings):
+    from documents.models import Page
+
+    settings.DOCENT_INGEST_SLICE_SECONDS = 0  # a turn per stage, to look between them
+    (document,) = queued(bot, {"canteen.txt": NOTES["canteen.txt"]})
+
+    services.ingest_next(document.current_version_id)  # parses it
+    document.refresh_from_db()
+    assert Page.objects.filter(version_id=document.current_version_id).exists()
+    assert (document.status, document.pages_total) == ("queued", 0)
+
+    for _ in range(5):  # chunk, embed and activate: a turn each at most
+        services.ingest_next(document.current_version_id)
+        document.refresh_from_db()
+    assert (document.status, document.chunk_count) == ("ready", 1)
