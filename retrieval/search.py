@@ -19,7 +19,8 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Cast
-from pgvector.django import CosineDistance, VectorField
+from pgvector import HalfVector
+from pgvector.django import CosineDistance, HalfVectorField, VectorField
 
 from documents.models import Chunk
 from retrieval.answerers import ScoredChunk
@@ -85,9 +86,33 @@ def _tune_hnsw(cursor) -> None:
         _TUNED_CONNECTIONS.add(connection.connection)
 
 
+# dimensions → "halfvec" or "vector": the type the HNSW index of that many dimensions casts to.
+_INDEX_TYPES: dict[int, str] = {}
+
+
+def _index_type(dimensions: int) -> str:
+    """The cast of `dimensions`' HNSW index: the query must cast the same way for the planner to use it.
+
+    The 384-d index is half precision (migration retrieval 0009); indexes made later by
+    ensure_vector_index may be either. Looked up once per process, unless none exists yet.
+    """
+    if dimensions not in _INDEX_TYPES:
+        with connection.cursor() as cursor:
+            name = f"chunk_embedding_hnsw_{dimensions}"
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [name])
+            row = cursor.fetchone()
+        if row is None:
+            return "vector"
+        _INDEX_TYPES[dimensions] = "halfvec" if f"halfvec({dimensions})" in row[0] else "vector"
+    return _INDEX_TYPES[dimensions]
+
+
 def _nearest(chunks, model: EmbeddingModel, query_vector, limit: int):
     """The queryset of (id, cosine distance) of the `limit` nearest chunks; the model's HNSW index serves it."""
-    typed_embedding = Cast("embedding", VectorField(dimensions=model.dimensions))
+    field = HalfVectorField if _index_type(model.dimensions) == "halfvec" else VectorField
+    typed_embedding = Cast("embedding", field(dimensions=model.dimensions))
+    if field is HalfVectorField:
+        query_vector = HalfVector(np.asarray(query_vector, dtype=np.float32))
     return (
         chunks.filter(dimensions=model.dimensions)
         .annotate(distance=CosineDistance(typed_embedding, query_vector))
