@@ -276,8 +276,10 @@ def measure(bot, queries: list[str], n: int, vectors_kind: str, text_kind: str) 
     recalls, keyword_agreement = [], []
     for query, vector in zip(queries, vectors, strict=True):
         started = time.perf_counter()
-        approximate = services.vector_search(chunks, model, vector, 10)
+        # As search() takes them: CANDIDATES_PER_SEARCH from the index (relaxed order), best 10 of those.
+        candidates = services.vector_search(chunks, model, vector, services.CANDIDATES_PER_SEARCH)
         timings["vector"].append((time.perf_counter() - started) * 1000)
+        approximate = sorted(candidates, key=lambda hit: -hit[1])[:10]
         exact = services.vector_search(chunks, model, vector, 10, exact=True)
         # Near-copies can tie: an approximate hit as close as the exact 10th is a correct one.
         tenth = min((similarity for _, similarity in exact), default=1.0) - 1e-6
