@@ -90,13 +90,16 @@ def ensure_vector_index(dimensions: int) -> None:
     """Create the partial HNSW index for vectors of this many dimensions, if missing.
 
     All embeddings share one untyped vector column; an index per dimension over
-    `embedding::vector(n)` lets models of different sizes coexist, each searched
-    through its own index (search() casts the same way so the planner uses it).
+    `embedding::halfvec(n)` lets models of different sizes coexist, each searched
+    through its own index (search() casts the same way so the planner uses it). Half
+    precision and the denser graph are what migration retrieval 0009 chose for the
+    shipped model's index, by measurement: the same recall in half the size, and
+    m=32 / ef_construction=128 for recall@10 ≥ 0.95.
     """
     dimensions = int(dimensions)
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dimensions} ON documents_chunk "
-            f"USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops) "
-            f"WHERE dimensions = {dimensions} AND is_active"
+            f"USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops) "
+            f"WITH (m = 32, ef_construction = 128) WHERE dimensions = {dimensions} AND is_active"
         )

@@ -62,3 +62,12 @@ def test_the_migration_indexes_chunks_that_existed_before_it(bot, index_texts):
     assert "halfvec(384)" in index_definition()
     # (The planner can't use an index built in the same transaction over updated rows: the plan is tested above.)
     assert services.search(bot, "Who pays for my train ticket?", k=1).chunks[0].chunk_id == ids["expenses.txt"]
+
+
+def test_a_registered_model_of_another_size_gets_the_same_kind_of_index():
+    services.ensure_vector_index(12)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'chunk_embedding_hnsw_12'")
+        (definition,) = cursor.fetchone()
+    assert "halfvec(12)" in definition and "halfvec_cosine_ops" in definition
+    assert "m='32'" in definition and "ef_construction='128'" in definition
