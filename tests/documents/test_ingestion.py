@@ -57,7 +57,7 @@ def test_chat_answers_with_citations_and_a_trace(owner_api, bot):
     trace = owner_api.get(f"/api/v1/traces/{reply['trace_id']}").json()
     assert trace["question"] == "How many vacation days do employees get?"
     assert any(chunk["cited"] for chunk in trace["chunks"])
-    assert {"embed", "vector", "keyword", "fuse", "total"} <= set(trace["timings_ms"])
+    assert {"embed", "candidates", "fuse", "total"} <= set(trace["timings_ms"])
 
     follow_up = owner_api.post(
         f"/api/v1/bots/{bot.id}/chat",
