@@ -163,10 +163,6 @@ class OnnxEmbedder:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep rather than spin: the web process and the worker share the machine's cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if variant == ONNX_FP32:
-            # It embeds questions in the web process: memory goes back after a large batch
-            # (an answer's unstored sentences) instead of staying in ONNX Runtime's arena (~+170 MB).
-            options.enable_cpu_mem_arena = False
         self._session = onnxruntime.InferenceSession(
             str(self.export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
