@@ -76,8 +76,7 @@ def stored_vectors(chunks: Sequence[ScoredChunk], dimensions: int) -> Mapping[st
 
 def ingestion_waiting() -> bool:
     """Documents are being ingested: their chunk embeddings come before sentence vectors."""
-    running = [status for status in Document.Status if status not in Document.FINAL_STATUSES]
-    return Document.objects.filter(status__in=running).exists()
+    return Document.objects.exclude(status__in=Document.FINAL_STATUSES).exists()
 
 
 def fill_sentence_vectors(
