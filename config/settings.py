@@ -116,8 +116,19 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"documents.tasks.*": {"queue": "ingest"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A task unacknowledged this long is handed to another worker (acks_late).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("DOCENT_TASK_VISIBILITY_SECONDS", 3600)}
+# Sending a task waits about this long for an unreachable broker (connecting, or a Redis that
+# doesn't answer), retried once; then the upload is answered anyway and its ingestion is left
+# to the sweeper, which queues it when the broker is back (documents.services._publish).
+DOCENT_BROKER_TIMEOUT_SECONDS = env_int("DOCENT_BROKER_TIMEOUT_SECONDS", 5)
+CELERY_BROKER_CONNECTION_TIMEOUT = DOCENT_BROKER_TIMEOUT_SECONDS
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A task unacknowledged this long is handed to another worker (acks_late).
+    "visibility_timeout": env_int("DOCENT_TASK_VISIBILITY_SECONDS", 3600),
+    "socket_connect_timeout": DOCENT_BROKER_TIMEOUT_SECONDS,
+    # Above the worker's 1 s BRPOP wait, so only a broker that stopped answering times out.
+    "socket_timeout": DOCENT_BROKER_TIMEOUT_SECONDS,
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -231,6 +242,27 @@ STATICFILES_DIRS = [
 ]
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = DATA_DIR / "media"
+# Uploaded files: the folder MEDIA_ROOT, or with DOCENT_S3_BUCKET a bucket of S3 or of an
+# S3-compatible server (MinIO, Ceph, ...; DOCENT_S3_ENDPOINT_URL) through django-storages.
+# Credentials come the way boto3 finds them: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+# a profile, or the machine's role. Docent touches stored files only through the storage API.
+if DOCENT_S3_BUCKET := env_str("DOCENT_S3_BUCKET"):
+    _uploads = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": DOCENT_S3_BUCKET,
+            "endpoint_url": env_str("DOCENT_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("DOCENT_S3_REGION") or None,
+            "location": env_str("DOCENT_S3_PREFIX"),  # a folder of the bucket, if it is shared
+            "file_overwrite": False,  # as on disk: a stored file is never replaced in place
+        },
+    }
+else:
+    _uploads = {"BACKEND": "documents.storage.LocalStorage"}
+STORAGES = {
+    "default": _uploads,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # Docent's own knobs.
 DOCENT_MAX_UPLOAD_MB = env_int("DOCENT_MAX_UPLOAD_MB", 50)

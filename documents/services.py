@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
+import kombu.exceptions
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
@@ -41,6 +41,7 @@ from pgvector.django import VectorField
 
 from documents import archives, chunkers, filenames, parsers
 from documents.models import Chunk, Document, DocumentVersion, Page
+from documents.storage import local_copy
 
 logger = logging.getLogger(__name__)
 
@@ -422,24 +423,16 @@ def _store(bot, upload: UploadedFile, enqueue: bool) -> Upload:
 
 
 def _discard_stored_file(version: DocumentVersion | None, filename: str) -> None:
-    """Remove what a failed _store wrote: the whole or partial file, then folders left empty."""
+    """Remove what a failed _store wrote, whole or partial (the storage removes folders left empty)."""
     if version is None:
         return
-    storage = version.file.storage
     # A write that failed part-way never set version.file.name; the name it was writing is
     # the one upload_to gives (a taken name would differ, but versions' names are unique).
     name = version.file.name or version.file.field.generate_filename(version, _stored_name(filename))
     try:
-        storage.delete(name)
-        path = Path(storage.path(name))
-    except (OSError, NotImplementedError):
-        return
-    documents_root = Path(storage.path("documents"))
-    # doc-<id>, then bot-<id>: rmdir only removes a folder that is empty.
-    for folder in (path.parent, path.parent.parent):
-        if documents_root in folder.parents:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        version.file.storage.delete(name)
+    except Exception:  # noqa: BLE001 - cleaning up must not hide why the upload failed
+        logger.warning("Could not remove %s after a failed upload", name, exc_info=True)
 
 
 def _storage_failure_reason(exc: Exception) -> str:
@@ -461,10 +454,13 @@ def enqueue_ingest(version_id: int) -> bool:
     handing on its turn all come here. A message goes out only for a document's current
     version while the document still needs work, and at most one waits per version: the
     conditional UPDATE below claims the document's `pending_version` atomically, and the
-    task that takes the message clears it (ingest_next).
+    task that takes the message clears it (ingest_next). With the broker unreachable
+    nothing is sent and nothing claimed: the document stays queued for the sweeper.
     """
     from documents.tasks import ingest
 
+    if _broker_recently_down():
+        return False
     claimed = (
         Document.objects.filter(current_version_id=version_id, status__in=RUNNING_STATUSES)
         .exclude(pending_version_id=version_id)
@@ -472,12 +468,39 @@ def enqueue_ingest(version_id: int) -> bool:
     )
     if not claimed:
         return False
+    sent = False
     try:
-        ingest.delay(version_id)
-    except Exception:
-        # Nothing was queued: don't let the row claim otherwise.
-        Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
-        raise
+        sent = _publish(ingest, version_id)
+    finally:
+        if not sent:  # nothing was queued: don't let the row claim otherwise
+            Document.objects.filter(pending_version_id=version_id).update(pending_version=None, pending_since=None)
+    return sent
+
+
+# After a message could not reach the broker, this process sends none for this long: a
+# thousand files uploaded during an outage wait for one broker timeout, not a thousand.
+BROKER_PAUSE_SECONDS = 5.0
+_broker_down_at: float | None = None
+
+
+def _broker_recently_down() -> bool:
+    return _broker_down_at is not None and time.monotonic() - _broker_down_at < BROKER_PAUSE_SECONDS
+
+
+def _publish(task, *args) -> bool:
+    """Send a task; False, and a warning, if the broker can't be reached within its timeout.
+
+    The work it stood for is not lost: rows record what needs doing, and the sweeper
+    (sweep_stuck_documents) sends it again once the broker answers.
+    """
+    global _broker_down_at
+    try:
+        task.delay(*args)
+    except (kombu.exceptions.OperationalError, OSError) as exc:
+        _broker_down_at = time.monotonic()
+        logger.warning("The broker is unreachable; %s%r waits for the sweeper: %r", task.name, args, exc)
+        return False
+    _broker_down_at = None
     return True
 
 
@@ -985,35 +1008,36 @@ def parse_stage(version: DocumentVersion, progress: DocumentProgress) -> bool:
     """
     if version.page_count is not None:
         return False
-    path = Path(version.file.path)
     filename = version.document.filename
-    pages_total = parsers.page_count(path)
-    if pages_total > settings.DOCENT_MAX_PAGES:
-        raise parsers.ParseError(
-            f"This file has {pages_total} pages; the limit is {settings.DOCENT_MAX_PAGES}. "
-            "Split it and upload the parts."
-        )
-    progress.parsing(pages_total)
-    Page.objects.filter(version=version).delete()
-    batch: list[Page] = []
-    problems: dict[int, str] = {}  # page number → why its text is missing or partial (ParsedPage.problem)
-    stored = 0
-    try:
-        for page in parsers.parse(path, filename, parsers.ZipLimits.from_settings(settings)):
-            batch.append(Page(version=version, number=page.number, text=page.text))
-            if page.problem:
-                problems[page.number] = page.problem
-            if len(batch) >= PAGE_BATCH:
-                stored += len(Page.objects.bulk_create(batch))
-                batch = []
-                progress.pages(stored)
-    except parsers.ParseError:
-        raise
-    except (RecursionError, MemoryError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        # Parsers choke on malformed input in many ways; that is the file's fault, not ours.
-        logger.warning("Parser crashed on %s: %r", filename, exc)
-        raise parsers.ParseError("This file is damaged or in an unexpected format and can't be read.") from exc
-    stored += len(Page.objects.bulk_create(batch))
+    # The parsers seek around in a real file; the stored one may be in object storage.
+    with local_copy(version.file) as path:
+        pages_total = parsers.page_count(path)
+        if pages_total > settings.DOCENT_MAX_PAGES:
+            raise parsers.ParseError(
+                f"This file has {pages_total} pages; the limit is {settings.DOCENT_MAX_PAGES}. "
+                "Split it and upload the parts."
+            )
+        progress.parsing(pages_total)
+        Page.objects.filter(version=version).delete()
+        batch: list[Page] = []
+        problems: dict[int, str] = {}  # page number → why its text is missing or partial (ParsedPage.problem)
+        stored = 0
+        try:
+            for page in parsers.parse(path, filename, parsers.ZipLimits.from_settings(settings)):
+                batch.append(Page(version=version, number=page.number, text=page.text))
+                if page.problem:
+                    problems[page.number] = page.problem
+                if len(batch) >= PAGE_BATCH:
+                    stored += len(Page.objects.bulk_create(batch))
+                    batch = []
+                    progress.pages(stored)
+        except parsers.ParseError:
+            raise
+        except (RecursionError, MemoryError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            # Parsers choke on malformed input in many ways; that is the file's fault, not ours.
+            logger.warning("Parser crashed on %s: %r", filename, exc)
+            raise parsers.ParseError("This file is damaged or in an unexpected format and can't be read.") from exc
+        stored += len(Page.objects.bulk_create(batch))
     progress.pages(stored, final=True)
     with transaction.atomic():
         version.page_count = stored
@@ -1291,7 +1315,7 @@ def reindex_prepared(bot) -> int:
 def enqueue_reindex(bot_id: int) -> None:
     from documents.tasks import reindex
 
-    transaction.on_commit(lambda: reindex.delay(bot_id))
+    transaction.on_commit(functools.partial(_publish, reindex, bot_id))
 
 
 # --- Sweeper, retry, rollback, delete ----------------------------------------------------
@@ -1392,7 +1416,9 @@ def delete_document(document: Document) -> None:
     files = [version.file for version in document.versions.all()]
     with transaction.atomic():
         document.delete()
-        transaction.on_commit(lambda: [stored.delete(save=False) for stored in files])
+        for stored in files:
+            # robust: the rows are gone whatever the storage says; a file it can't delete is logged.
+            transaction.on_commit(functools.partial(stored.delete, save=False), robust=True)
 
 
 # --- Lookups for the application layer ---------------------------------------------------

@@ -7,6 +7,7 @@ import contextlib
 import io
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,60 @@ def test_a_file_the_server_cannot_receive_is_a_507_with_a_reason_not_a_crash(own
     assert "no room to receive" in response.json()["detail"]
     assert not Document.objects.filter(bot=bot).exists()
     assert not any(Path(django_settings.FILE_UPLOAD_TEMP_DIR).iterdir())
+
+
+@pytest.fixture
+def full_volume(settings, tmp_path):
+    """MEDIA_ROOT on a 64 KB tmpfs of its own, as uploads on a volume that fills up.
+
+    Files are received on the main disk (FILE_UPLOAD_TEMP_DIR) and copied onto the volume,
+    where the write runs out of space for real (ENOSPC). Mounting needs root.
+    """
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(volume)], capture_output=True, text=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"Can't mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    settings.MEDIA_ROOT = volume
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "--lazy", str(volume)], check=True)
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+def test_an_upload_onto_a_full_volume_is_refused_with_a_reason_and_leaves_nothing(owner_api, bot, full_volume):
+    response = owner_api.post(f"/api/v1/bots/{bot.id}/documents", {"file": [named("big.txt", b"x" * 200_000)]})
+
+    assert response.status_code == 422, response.content
+    assert response.json() == {
+        "detail": "big.txt was not stored: the server has no room left to store it. "
+        "Ask an administrator to free some space."
+    }
+    assert not Document.objects.filter(bot=bot).exists()
+    assert not DocumentVersion.objects.filter(document__bot=bot).exists()
+    assert files_in(full_volume) == []  # no half-written copy
+    assert_no_empty_folders(full_volume / "documents")
+    assert not any(Path(django_settings.FILE_UPLOAD_TEMP_DIR).iterdir())
+
+
+def test_the_knowledge_tab_names_the_file_a_full_volume_refused_and_stores_the_rest(client, owner, bot, full_volume):
+    client.force_login(owner)
+    files = [named("menu.txt", b"Soup on Tuesdays."), named("big.txt", b"x" * 200_000)]
+    response = client.post(reverse("bots:upload", args=[bot.slug]), {"file": files}, headers={"HX-Request": "true"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "<strong>big.txt</strong>: the server has no room left to store it" in page
+    assert list(Document.objects.filter(bot=bot).values_list("filename", flat=True)) == ["menu.txt"]
+    menu = Document.objects.get(bot=bot)
+    assert files_in(full_volume) == [menu.current_version.file.name]
+    assert_no_empty_folders(full_volume / "documents")
 
 
 # --- Many files ----------------------------------------------------------------------------
