@@ -104,9 +104,11 @@ def database_url(settings_dict: dict) -> str:
 class Worker:
     """A real `celery worker` process (with its beat, which runs the sweeper) for the test database."""
 
-    def __init__(self, env: dict, log_dir: Path):
+    def __init__(self, env: dict, log_dir: Path, name: str = "test", beat: bool = True):
         self.env = env
         self.log_dir = log_dir
+        self.name = name  # in its Celery node name, so workers of one test run apart
+        self.beat = beat  # one beat per installation: a second worker runs without
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -114,12 +116,13 @@ class Worker:
         self.starts += 1
         log_path = self.log_dir / f"worker-{self.starts}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "--beat",
-            "--schedule", str(self.log_dir / "beat-schedule"),
+            sys.executable, "-m", "celery", "-A", "config", "worker",
             "--queues", "ingest,default", "--concurrency", "1",
-            "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}-{self.starts}@%h",
+            "--without-gossip", "--without-mingle", "--hostname", f"{self.name}-{os.getpid()}-{self.starts}@%h",
             "--loglevel", "INFO",
         ]  # fmt: skip
+        if self.beat:
+            command += ["--beat", "--schedule", str(self.log_dir / "beat-schedule")]
         if self.starts == 1:
             command.append("--purge")  # tasks left over from an earlier test run point at nothing
         with open(log_path, "wb") as log:
@@ -133,6 +136,11 @@ class Worker:
                 self.kill()
                 pytest.fail(f"Celery worker did not start:\n{log_path.read_text(errors='replace')}")
             time.sleep(0.2)
+
+    @property
+    def log(self) -> str:
+        """What the worker started last has logged so far."""
+        return (self.log_dir / f"worker-{self.starts}.log").read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes, as an out-of-memory kill would."""
