@@ -122,7 +122,7 @@ def main() -> None:
             worker_mb=mb(worker_rss),
             worker_tree_pss_mb=mb(worker_pss),
             questions=args.questions,
-            web_imported_torch=_imports_torch(web),
+            web_imported_torch=imports_torch(web),
         )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -133,7 +133,7 @@ def main() -> None:
         bot.delete()
 
 
-def _imports_torch(process) -> bool:
+def imports_torch(process) -> bool:
     """Whether torch's native library is mapped into `process` (it is, once torch is imported)."""
     return any("libtorch" in Path(mapping.path).name for mapping in process.memory_maps())
 

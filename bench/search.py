@@ -262,6 +262,19 @@ def build(n: int, random_vectors: bool, rng: random.Random, text: str = "policy"
     return bot, texts_sample
 
 
+def kept_bot(n: int):
+    """The newest bot an earlier `--keep` run built with n chunks, and a sample of its texts; None if none."""
+    from bots.models import Bot
+    from documents.models import Chunk
+
+    bot = Bot.objects.filter(name__startswith=f"search-bench-{n}-").order_by("-id").first()
+    if bot is None:
+        return None
+    # Every 100th text, as build() samples them.
+    sample = list(Chunk.objects.filter(bot=bot, ordinal__in=range(0, n, 100)).values_list("text", flat=True))
+    return bot, sample
+
+
 def measure(bot, queries: list[str], n: int, vectors_kind: str, text_kind: str) -> None:
     from django.conf import settings
 
@@ -367,6 +380,9 @@ def main() -> None:
     parser.add_argument("--random-vectors", action="store_true", help="random unit vectors instead of embeddings")
     parser.add_argument("--no-first-token", action="store_true", help="skip the time-to-first-token lines")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic bots afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure a bot kept by an earlier --keep run of the same --n (no build)"
+    )
     args = parser.parse_args()
 
     import django
@@ -377,7 +393,11 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     rng = random.Random(42)
     for n in args.n or [10_000]:
-        bot, sample = build(n, args.random_vectors, rng, text=args.text, embedded=args.embedded)
+        kept = kept_bot(n) if args.reuse else None
+        if kept:
+            bot, sample = kept
+        else:
+            bot, sample = build(n, args.random_vectors, rng, text=args.text, embedded=args.embedded)
         if args.text == "zipf":
             queries = ZipfText(seed=1).questions(sample, args.queries, rng)
             text_kind = "Zipfian words of the model vocabulary, 40-90 words a chunk"
@@ -395,7 +415,7 @@ def main() -> None:
         measure(bot, queries, n, vectors_kind, text_kind)
         if not args.no_first_token:
             first_token(bot, queries[:20], n)
-        if not args.keep:
+        if not (args.keep or kept):
             bot.delete()
 
 
