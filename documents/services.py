@@ -39,7 +39,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from pgvector.django import VectorField
 
-from documents import archives, chunkers, filenames, parsers
+from documents import archives, chunkers, filenames, parsers, signals
 from documents.models import Chunk, Document, DocumentVersion, Page
 from documents.storage import local_copy
 
@@ -883,6 +883,7 @@ def _store_embeddings(chunk_ids: list[int], vectors, dimensions: int) -> None:
             " FROM unnest(%s::bigint[], %s::text[]) AS batch(id, embedding) WHERE chunk.id = batch.id",
             [dimensions, chunk_ids, [to_db(vector) for vector in vectors]],
         )
+    signals.chunks_embedded.send(sender=Chunk, count=len(chunk_ids))
 
 
 def _activate_together(finished: list[_Prepared]) -> None:

@@ -209,6 +209,18 @@ def ensure_export(name_or_path: str, variant: str, models_dir: Path | str | None
     The worker calls this for models in use (retrieval.tasks), so a web process rarely
     has to wait for an export on a question.
     """
+    export_dir, current = export_state(name_or_path, variant, models_dir)
+    if current:
+        return export_dir, False
+    export_in_subprocess(resolve_model_path(name_or_path), export_dir, variant)
+    return export_dir, True
+
+
+def export_state(name_or_path: str, variant: str, models_dir: Path | str | None = None) -> tuple[Path, bool]:
+    """The folder of the model's `variant` export, and whether it holds a complete export of the current weights.
+
+    Reads the manifest and lists the model's files; loads nothing, so a readiness probe may call it.
+    """
     path = resolve_model_path(name_or_path)
     if models_dir is None:
         from django.conf import settings
@@ -216,10 +228,7 @@ def ensure_export(name_or_path: str, variant: str, models_dir: Path | str | None
         models_dir = Path(settings.DATA_DIR) / "models"
     export_dir = Path(models_dir) / f"{_cache_name(name_or_path, path)}-{variant}"
     manifest = _read_manifest(export_dir)
-    if manifest is not None and manifest["fingerprint"] == _fingerprint(path):
-        return export_dir, False
-    export_in_subprocess(path, export_dir, variant)
-    return export_dir, True
+    return export_dir, manifest is not None and manifest["fingerprint"] == _fingerprint(path)
 
 
 def export_in_subprocess(model_path: str, export_dir: Path, variant: str) -> None:

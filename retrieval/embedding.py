@@ -18,6 +18,7 @@ from retrieval.embedders import (
     TORCH,
     AnyEmbedder,
     ensure_export,
+    export_state,
     get_embedder,
     get_query_embedder,
 )
@@ -84,6 +85,26 @@ def embed_queries(texts: list[str], model: EmbeddingModel | None = None) -> np.n
     model = model or default_embedding_model()
     encoder = get_query_embedder(model.source, model.backend)
     return encoder.encode(texts, batch_size=settings.DOCENT_EMBEDDING_BATCH_SIZE)
+
+
+def query_embedder_problem(model: EmbeddingModel | None = None) -> str:
+    """Why questions for `model` (default: the installation's default) can't be embedded at once; "" if they can.
+
+    For readiness probes, so cheap: the ONNX export get_query_embedder loads must be in
+    place for the current weights and its files readable. Loads no model, exports nothing.
+    """
+    model = model or default_embedding_model()
+    variant = ONNX_FP32 if model.backend == TORCH else model.backend
+    export_dir, current = export_state(model.source, variant)
+    if not current:
+        return f"the {variant} export of {model.name} is missing or out of date (a worker or `serve` makes it)"
+    for name in ("model.onnx", "tokenizer.json"):
+        try:
+            with open(export_dir / name, "rb") as file:
+                file.read(1)
+        except OSError as exc:
+            return f"the {variant} export of {model.name} can't be read: {name} ({exc.strerror})"
+    return ""
 
 
 def ensure_vector_index(dimensions: int) -> None:

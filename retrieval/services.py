@@ -3,7 +3,7 @@
 Import from here, never from the modules behind it, so they can move again:
 
 - Embeddings (retrieval.embedding): default_embedding_model, embedding_model_for,
-  embedder, embed_texts, warm_up, ensure_vector_index.
+  embedder, embed_texts, warm_up, ensure_vector_index, query_embedder_problem.
 - Search (retrieval.search): search -> SearchResult (vector, keyword and identifier
   queries fused with reciprocal-rank fusion, reranked when the bot has a reranker),
   and its parts active_chunks, vector_search, keyword_search, keyword_query,
@@ -38,6 +38,7 @@ from retrieval.embedding import (
     embedder,
     embedding_model_for,
     ensure_vector_index,
+    query_embedder_problem,
     warm_up,
 )
 from retrieval.registry import (
@@ -82,6 +83,7 @@ __all__ = [
     "embedder",
     "embedding_model_for",
     "ensure_vector_index",
+    "query_embedder_problem",
     "warm_up",
     # Search
     "CANDIDATES_PER_SEARCH",
