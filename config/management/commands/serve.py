@@ -78,7 +78,10 @@ class Command(BaseCommand):
             import uvicorn
 
             self.stdout.write(self.style.SUCCESS(f"Docent is ready at http://{host}:{port}/  (Ctrl-C stops it)"))
-            uvicorn.run("config.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
+            # log_config=None: uvicorn's own lines go through settings.LOGGING (JSON or plain) like the rest.
+            uvicorn.run(
+                "config.asgi:application", host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+            )
         finally:
             stopping.set()
             if worker is not None:
