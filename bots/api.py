@@ -4,11 +4,13 @@ Every endpoint resolves objects through bots.services (visibility included) and
 calls the same services as the browser views.
 """
 
+import functools
+
 from ninja import File, Router, Status, UploadedFile
 from ninja.errors import HttpError
 
 from bots import schemas, services
-from bots.streaming import sse, sse_response
+from bots.streaming import INTERRUPTED, ending_on_failure, sse, sse_response
 from documents import services as documents
 from retrieval import services as retrieval
 
@@ -121,7 +123,8 @@ def search(request, bot_id: int, payload: schemas.SearchIn):
 @router.post("/bots/{bot_id}/chat", response=schemas.ChatOut, tags=["chat"])
 def chat(request, bot_id: int, payload: schemas.ChatIn):
     """Ask the bot. With `"stream": true` the answer comes as server-sent events:
-    `token` events `{"text"}` while it is produced, then one `done` event with the body below."""
+    `token` events `{"text"}` while it is produced, then one `done` event with the body below,
+    or an `error` event `{"detail"}` if the answer broke off (ask again)."""
     bot = services.get_bot(request.user, pk=bot_id)
     question = services.post_question(bot, request.user, payload.message, payload.conversation_id)
     editor = services.can_edit(request.user, bot)
@@ -134,7 +137,8 @@ def chat(request, bot_id: int, payload: schemas.ChatIn):
                 else:
                     yield sse("done", _chat_body(event.message, editor))
 
-        return sse_response(request, events())
+        failed = functools.partial(sse, "error", {"detail": INTERRUPTED})
+        return sse_response(request, ending_on_failure(events(), failed))
     for event in services.answer_stream(question):
         if event.kind == "done":
             return _chat_body(event.message, editor)

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections, connections
 from django.http import StreamingHttpResponse
 
+logger = logging.getLogger(__name__)
+
 _DONE = object()
+
+# What a reader is told when an answer breaks off mid-stream (the database restarted, the model
+# server went away): the 200 status and the first tokens are already sent, so only an event can say it.
+INTERRUPTED = "The answer was interrupted by a problem on the server. Ask again in a moment."
 
 
 def sse(event: str, data) -> str:
@@ -26,6 +33,15 @@ def sse(event: str, data) -> str:
     payload = data if isinstance(data, str) else json.dumps(data)
     lines = "".join(f"data: {line}\n" for line in payload.split("\n"))
     return f"event: {event}\n{lines}\n"
+
+
+def ending_on_failure(messages: Iterator[str], last_message: Callable[[], str]) -> Iterator[str]:
+    """`messages`, but if producing them fails, `last_message()` ends the stream instead of a cut connection."""
+    try:
+        yield from messages
+    except Exception:
+        logger.exception("A streamed answer failed")
+        yield last_message()
 
 
 def sse_response(request, messages: Iterator[str]) -> StreamingHttpResponse:

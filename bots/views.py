@@ -23,7 +23,7 @@ from django_htmx.middleware import HtmxDetails
 from bots import services
 from bots.forms import BotForm, BotSettingsForm, ChatForm
 from bots.models import Bot, BotShare, Conversation
-from bots.streaming import sse, sse_response
+from bots.streaming import INTERRUPTED, ending_on_failure, sse, sse_response
 from documents import services as documents
 from retrieval import services as retrieval
 
@@ -128,7 +128,11 @@ def answer_stream(request: HtmxHttpRequest, slug: str, message_id: int) -> HttpR
                 html = render_to_string(CHAT_TEMPLATE + "#message", context, request=request)
                 yield sse("done", html)
 
-    return sse_response(request, events())
+    def interrupted() -> str:
+        # "done" still, so the page puts the reason where the answer was and closes the stream.
+        return sse("done", render_to_string(CHAT_TEMPLATE + "#chat-error", {"error": INTERRUPTED}))
+
+    return sse_response(request, ending_on_failure(events(), interrupted))
 
 
 def _knowledge_context(bot: Bot, was_reindexing: bool = False) -> dict:

@@ -107,7 +107,9 @@ TEMPLATES = [
 
 # Database: DATABASE_URL in production, otherwise the embedded server.
 if database_url := env_str("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=60)}
+    # A connection kept between requests is checked before it is reused, so after the database
+    # restarts the next request reconnects instead of failing on the dead connection.
+    DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=60, conn_health_checks=True)}
 else:
     DATABASES = {"default": embedded.postgres_settings(DATA_DIR)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
