@@ -20,9 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pytest
+
+from config.embedded import _redis_socket_path
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("worker", "children", "postgres", "redis")
@@ -229,7 +232,7 @@ def test_serve_after_a_crash_stops_the_worker_left_behind_and_runs_one_worker_an
     assert_all_stop(running, data_dir)
 
 
-def test_a_second_serve_or_beat_on_the_same_data_directory_refuses_to_start(start_serve, data_dir, tmp_path):
+def test_a_second_serve_or_beat_of_the_same_installation_refuses_to_start(start_serve, data_dir, tmp_path):
     first = start_serve()
     running = first.wait_until_up()
 
@@ -250,6 +253,23 @@ def test_a_second_serve_or_beat_on_the_same_data_directory_refuses_to_start(star
     assert beat.returncode != 0
     assert "Refusing to start celery beat: another beat" in beat.stdout + beat.stderr
     assert processes_of(data_dir)["children"] == running["children"]  # the first beat still runs
+
+    # A beat on another machine: its own data directory, the installation's database and broker.
+    elsewhere = environment(tmp_path / "another-machine") | {
+        "DATABASE_URL": f"postgresql://postgres@{quote(str(data_dir / 'postgres'), safe='')}/docent",
+        "CELERY_BROKER_URL": "redis+socket://" + _redis_socket_path(data_dir),
+    }
+    beat = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--schedule", str(tmp_path / "third-schedule")],
+        cwd=ROOT,
+        env=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert beat.returncode != 0, beat.stdout + beat.stderr
+    assert "Refusing to start celery beat: another beat (docent beat, pid" in beat.stdout + beat.stderr
+    assert processes_of(data_dir)["children"] == running["children"]
 
     first.process.send_signal(signal.SIGTERM)
     assert first.process.wait(timeout=45) == 0, first.log
