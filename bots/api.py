@@ -120,7 +120,49 @@ def search(request, bot_id: int, payload: schemas.SearchIn):
     return {"results": found.chunks, "timings_ms": found.timings_ms}
 
 
-@router.post("/bots/{bot_id}/chat", response=schemas.ChatOut, tags=["chat"])
+def _event(name: str, data: dict) -> dict:
+    """One server-sent event as OpenAPI describes it: its name, and its data as JSON of `data`'s shape."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    }
+
+
+# With "stream": true the 200 is an event stream, which ninja cannot describe from ChatOut alone.
+STREAMED_ANSWER = {
+    "responses": {
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "description": '`token` events {"text"} while the answer is produced, then one `done` '
+                        'event, or an `error` event {"detail"} if the answer broke off.',
+                        "oneOf": [
+                            _event(
+                                "token",
+                                {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                            ),
+                            _event("done", {"$ref": "#/components/schemas/ChatOut"}),
+                            _event("error", {"$ref": "#/components/schemas/ErrorOut"}),
+                        ],
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "/bots/{bot_id}/chat",
+    response={200: schemas.ChatOut, 503: schemas.ErrorOut},
+    tags=["chat"],
+    openapi_extra=STREAMED_ANSWER,
+)
 def chat(request, bot_id: int, payload: schemas.ChatIn):
     """Ask the bot. With `"stream": true` the answer comes as server-sent events:
     `token` events `{"text"}` while it is produced, then one `done` event with the body below,

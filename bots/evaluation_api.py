@@ -11,6 +11,7 @@ from ninja.errors import HttpError
 from bots import evaluation_schemas as schemas
 from bots import services
 from bots.models import Bot
+from bots.schemas import ErrorOut
 from documents import services as documents
 from evaluation import services as evaluation
 
@@ -140,7 +141,7 @@ def _fine_tune_out(fine_tune) -> dict:
     }
 
 
-@router.post("/bots/{bot_id}/fine-tunes", response={202: schemas.FineTuneStarted})
+@router.post("/bots/{bot_id}/fine-tunes", response={202: schemas.FineTuneStarted, 409: ErrorOut})
 def start_fine_tune(request, bot_id: int, payload: schemas.FineTuneIn):
     """Fine-tune the bot's embedding model in the worker; learns from `test_set`'s cases, or the documents."""
     bot = services.get_editable_bot(request.user, pk=bot_id)
@@ -168,7 +169,7 @@ def get_fine_tune(request, fine_tune_id: int):
     return _fine_tune_out(_fine_tune(request.user, fine_tune_id))
 
 
-@router.post("/fine-tunes/{fine_tune_id}/promote", response=schemas.PromotedOut)
+@router.post("/fine-tunes/{fine_tune_id}/promote", response={200: schemas.PromotedOut, 409: ErrorOut})
 def promote_fine_tune(request, fine_tune_id: int):
     """Make the fine-tuned model the bot's embedding model; the bot is re-embedded in the background.
 
@@ -195,7 +196,7 @@ def promote_fine_tune(request, fine_tune_id: int):
     }
 
 
-@router.delete("/fine-tunes/{fine_tune_id}", response={204: None})
+@router.delete("/fine-tunes/{fine_tune_id}", response={204: None, 409: ErrorOut})
 def delete_fine_tune(request, fine_tune_id: int):
     """Remove the fine-tune and its model files; 409 while it trains or while a bot embeds with its model."""
     try:

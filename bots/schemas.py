@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from ninja import Field, Schema
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bots.services import (
@@ -23,7 +23,20 @@ class Input(Schema):
 
     Postgres text cannot hold NUL, so without this a NUL in any field was a 500 from the
     database; here it is a 422 naming the field, for every schema at once.
+
+    Nor may the body be anything but a JSON object: ninja's Schema reads fields as
+    attributes of whatever it is given, so the string "quarterly report" renamed a
+    conversation to "Quarterly Report" (str.title()) and a list was a PATCH changing nothing.
     """
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _run_root_validator(cls, values, handler, info):
+        # Replaces ninja's validator of the same name (a validator of our own would only see
+        # its wrapper around the body), checks the body, then hands it on to ninja's.
+        if not isinstance(values, dict):
+            raise PydanticCustomError("object_type", "Send a JSON object with the fields by name.")
+        return super()._run_root_validator(values, handler, info)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -41,6 +54,24 @@ def _has_nul(value) -> bool:
     if isinstance(value, dict):
         return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
     return False
+
+
+class ErrorOut(Schema):
+    """Every refusal's body: a 4xx (or 503) with one sentence saying what was wrong."""
+
+    detail: str
+
+
+class FieldErrorOut(Schema):
+    type: str = Field(description='What kind of problem: "missing", "int_parsing", "string_too_long", ...')
+    loc: list[str | int] = Field(description='Where: the part of the request, then the field ("body", "payload").')
+    msg: str
+
+
+class InvalidRequestOut(Schema):
+    """A request whose parameters or body don't fit the schema (a 422): each problem with its place."""
+
+    detail: list[FieldErrorOut]
 
 
 class BotIn(Input):
@@ -97,24 +128,29 @@ class BotOut(Schema):
 
 
 class BotPatch(Input):
-    """Any subset of the bot's settings; each PATCH that changes something is a new config_version."""
+    """Any subset of the bot's settings; each PATCH that changes something is a new config_version.
 
-    name: str | None = Field(None, min_length=1, max_length=BOT_NAME_MAX_CHARS)
-    instructions: str | None = Field(None, max_length=INSTRUCTIONS_MAX_CHARS)
-    top_k: int | None = None
-    refusal_threshold: float | None = None
-    chunking_strategy: str | None = None
-    chunk_size_tokens: int | None = None
-    chunk_overlap_tokens: int | None = None
+    Only the model choices take null (for none, or the default); a null anywhere else was a
+    500 from the database or a comparison with None, so those fields default to None only
+    when left out and refuse an explicit null with a 422.
+    """
+
+    name: str = Field(None, min_length=1, max_length=BOT_NAME_MAX_CHARS)
+    instructions: str = Field(None, max_length=INSTRUCTIONS_MAX_CHARS)
+    top_k: int = None
+    refusal_threshold: float = None
+    chunking_strategy: str = None
+    chunk_size_tokens: int = None
+    chunk_overlap_tokens: int = None
     embedding_model: str | None = Field(None, description="An embedding model's name, as listed by admins.")
     provider: str | None = Field(None, description="An LLM provider's name; empty string for the built-in answerer.")
-    llm_model: str | None = Field(None, max_length=LLM_MODEL_MAX_CHARS)
-    temperature: float | None = None
-    max_tokens: int | None = None
-    prompt_template: str | None = Field(None, max_length=PROMPT_TEMPLATE_MAX_CHARS)
-    rrf_k: int | None = None
-    vector_weight: float | None = None
-    keyword_weight: float | None = None
+    llm_model: str = Field(None, max_length=LLM_MODEL_MAX_CHARS)
+    temperature: float = None
+    max_tokens: int = None
+    prompt_template: str = Field(None, max_length=PROMPT_TEMPLATE_MAX_CHARS)
+    rrf_k: int = None
+    vector_weight: float = None
+    keyword_weight: float = None
     reranker: str | None = Field(
         None,
         max_length=100,
@@ -124,8 +160,8 @@ class BotPatch(Input):
     judge_provider: str | None = Field(
         None, description="An LLM provider's name to grade answers in evaluation runs; empty string for none."
     )
-    judge_model: str | None = Field(None, max_length=LLM_MODEL_MAX_CHARS)
-    evaluate_on_change: bool | None = Field(
+    judge_model: str = Field(None, max_length=LLM_MODEL_MAX_CHARS)
+    evaluate_on_change: bool = Field(
         None, description="Run the default test set (Quality tab) after every settings change."
     )
 

@@ -10,10 +10,13 @@ from django.shortcuts import render
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.openapi.docs import Swagger
+from ninja.openapi.schema import REF_TEMPLATE
+from pydantic.json_schema import models_json_schema
 
 from bots.api import router as bots_router
 from bots.auth import api_auth
 from bots.evaluation_api import router as evaluation_router
+from bots.schemas import ErrorOut, InvalidRequestOut
 from retrieval.services import UnknownChoice
 
 logger = logging.getLogger(__name__)
@@ -38,7 +41,60 @@ class LocalSwagger(Swagger):
         return render(request, "api/docs.html", context)
 
 
-api = NinjaAPI(
+# The refusals any operation may give, beside those it declares itself (409, 415, 503, ...).
+# (status, applies to the operation, description, body)
+COMMON_ERRORS = [
+    (400, lambda op: True, "Malformed input: unreadable JSON, or a value the server refuses.", ErrorOut),
+    (401, lambda op: True, "No valid API token or session.", ErrorOut),
+    (403, lambda op: True, "Not allowed, or a session request without its CSRF token.", ErrorOut),
+    (404, lambda op: bool(op.get("parameters")), "No such object among those the caller may see.", ErrorOut),
+    (413, lambda op: "requestBody" in op, "The request body is over the size limit.", ErrorOut),
+    (
+        422,
+        lambda op: bool(op.get("parameters")) or "requestBody" in op,
+        "A parameter or body field doesn't fit the schema (each problem listed with its place), "
+        "or names a model, reranker or provider no admin registered (one sentence).",
+        InvalidRequestOut,
+    ),
+]
+
+
+class DocentAPI(NinjaAPI):
+    """A NinjaAPI whose schema documents the errors every operation may answer with.
+
+    ninja lists only the answers an endpoint declares, but the exception handlers below and
+    ninja's own validation answer any operation with 400, 401, 403, 404, 413 or 422; clients
+    (and tests/bots/test_api_schema.py) read the schema to know which answers to expect.
+    """
+
+    def get_openapi_schema(self, **kwargs):
+        schema = super().get_openapi_schema(**kwargs)
+        models = [ErrorOut, InvalidRequestOut]
+        _, definitions = models_json_schema([(model, "serialization") for model in models], ref_template=REF_TEMPLATE)
+        schema["components"]["schemas"].update(definitions["$defs"])
+        for path in schema["paths"].values():
+            for operation in path.values():
+                _document_errors(operation)
+        return schema
+
+
+def _document_errors(operation: dict) -> None:
+    responses = operation["responses"]
+    for status, applies, description, model in COMMON_ERRORS:
+        if not applies(operation):
+            continue
+        body = {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+        if model is InvalidRequestOut:
+            # ninja's list of invalid fields, or one sentence (UnknownChoice, or the operation's own 422).
+            declared = responses.get(status, {}).get("content", {}).get("application/json", {}).get("schema")
+            body = {"anyOf": [body, declared or {"$ref": REF_TEMPLATE.format(model=ErrorOut.__name__)}]}
+        if status not in responses:
+            responses[status] = {"description": description, "content": {"application/json": {"schema": body}}}
+        elif model is InvalidRequestOut:
+            responses[status]["content"]["application/json"]["schema"] = body
+
+
+api = DocentAPI(
     title="Docent API",
     version="1",
     description="Bots, documents, search and chat. Authenticate with `Authorization: Bearer <token>`.",
