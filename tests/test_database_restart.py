@@ -132,6 +132,7 @@ def llm_bot(bot, chat_server, index_texts):
     return bot
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_web_app_recovers_from_a_postgres_restart_and_a_broken_stream_says_so(
     owner, llm_bot, chat_server, tmp_path, request
@@ -170,3 +171,33 @@ def test_the_web_app_recovers_from_a_postgres_restart_and_a_broken_stream_says_s
         assert json.loads(response.read())["answer"].startswith("Twenty-five days")
     finally:
         web.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chat_page_puts_the_reason_where_an_answer_broke_off(client, owner, llm_bot, chat_server):
+    import psycopg
+    from django.urls import reverse
+
+    from bots import services
+
+    chat_server.reply = "Twenty-five days of paid vacation a year, for full-time employees [1]."
+    chat_server.chunk_delay = 0.2
+    question = services.post_question(llm_bot, owner, "How many vacation days?", None)
+    client.force_login(owner)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()  # the connection the answer is produced on (the test client's thread)
+    response = client.get(reverse("bots:answer-stream", args=[llm_bot.slug, question.pk]))
+    events = iter(response.streaming_content)
+    assert next(events).startswith(b"event: token\n")
+
+    # The database drops the connection mid-answer, as a restart does.
+    source = connection.settings_dict
+    with psycopg.connect(host=source["HOST"], port=source["PORT"], user=source["USER"], dbname=source["NAME"]) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+    rest = b"".join(events).decode()
+    connection.close()  # the test's own connection was the one cut
+
+    last = rest.rstrip().rsplit("\n\n", 1)[-1]
+    assert last.startswith("event: done\n")  # what closes the page's stream
+    assert f'<p class="error" role="alert">{INTERRUPTED}</p>' in last

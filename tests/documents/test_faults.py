@@ -60,6 +60,7 @@ def assert_ingested_once(document_ids: list[int]) -> None:
         assert not chunks.filter(is_active=False).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_uploads_while_the_broker_is_down_are_accepted_and_ingested_when_it_returns(celery_worker, owner_api, bot):
     before = [upload(owner_api, bot.id, f"memo-{n}.txt", memo(n)).json()[0]["id"] for n in range(3)]
@@ -106,6 +107,7 @@ def second_worker(celery_worker, tmp_path):
     worker.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_on_one_broker_ingest_forty_documents_each_exactly_once(
     celery_worker, second_worker, owner_api, bot

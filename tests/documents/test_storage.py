@@ -65,6 +65,7 @@ def s3_worker(celery_worker, s3_server, tmp_path):
         celery_worker.start()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_uploads_stored_in_a_bucket_are_ingested_by_a_worker_and_deleted_with_their_document(
     bucket, s3_worker, owner_api, bot
