@@ -6,6 +6,7 @@ without someone deciding who may reach it.
 """
 
 import json
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -24,6 +25,7 @@ CHATTERS = {"owner": 200, "editor": 200, "user": 200, "outsider": 404}
 EDITORS = {"owner": 200, "editor": 200, "user": 404, "outsider": 404}
 OWNER_ONLY = {"owner": 200, "editor": 404, "user": 404, "outsider": 404}
 NOBODY = {"owner": 404, "editor": 404, "user": 404, "outsider": 404}  # admins only
+PUBLIC = {role: 200 for role in ROLES}
 
 
 def redirects(expected: dict) -> dict:
@@ -82,6 +84,20 @@ WEB = {
     "bots:document-retry": ("post", "/documents/{document}/retry/", {}, redirects(EDITORS)),
     "bots:document-rollback": ("post", "/documents/{document}/rollback/", {"version": "1"}, redirects(EDITORS)),
     "bots:document-delete": ("post", "/documents/{document}/delete/", {}, redirects(EDITORS)),
+    # Platform endpoints: probes call them without credentials; the test client is on loopback,
+    # an allowed network for /metrics (tokens and other networks: the API table and below).
+    "healthz": ("get", "/healthz", None, PUBLIC),
+    "readyz": ("get", "/readyz", None, PUBLIC),
+    "favicon.ico": ("get", "/favicon.ico", None, {role: 301 for role in ROLES}),
+    # Django's sign-in pages (Docent's own password reset among them): the same for everyone.
+    "login": ("get", "/accounts/login/", None, PUBLIC),
+    "logout": ("post", "/accounts/logout/", {}, redirects(PUBLIC)),
+    "password_change": ("get", "/accounts/password_change/", None, PUBLIC),
+    "password_change_done": ("get", "/accounts/password_change/done/", None, PUBLIC),
+    "password_reset": ("get", "/accounts/password_reset/", None, PUBLIC),
+    "password_reset_done": ("get", "/accounts/password_reset/done/", None, PUBLIC),
+    "password_reset_confirm": ("get", "/accounts/reset/MQ/not-a-token/", None, PUBLIC),
+    "password_reset_complete": ("get", "/accounts/reset/done/", None, PUBLIC),
 }  # fmt: skip
 
 API = {
@@ -135,21 +151,31 @@ API = {
         CHATTERS,
     ),
     "openai:unknown": ("get", "/v1/no/such/endpoint", None, {role: 404 for role in ROLES}),
+    # A token that is not an admin's is refused even from an allowed network.
+    "metrics": ("get", "/metrics", None, {role: 403 for role in ROLES}),
 }  # fmt: skip
 
 CONSOLE_POSTS = ("test", "delete", "default", "role", "active", "members", "remove", "builders")
 
 
 def all_routes() -> dict[str, str]:
-    """namespace:name → route, for the product's own URLs (Django's admin and auth views aside)."""
+    """[namespace:]name (or the route, for an unnamed one) → route, for every URL but Django's admin.
+
+    The admin is left out: its URLs come and go with the registered models, and it lets in
+    staff only, whatever the bot (test_django_admin_is_for_staff_only).
+    """
     found = {}
 
     def walk(resolver, prefix: str, namespace: str | None):
         for pattern in resolver.url_patterns:
+            route = prefix + str(pattern.pattern)
             if hasattr(pattern, "url_patterns"):
-                walk(pattern, prefix + str(pattern.pattern), pattern.namespace or namespace)
-            elif namespace not in (None, "admin"):
-                found[f"{namespace}:{pattern.name}"] = prefix + str(pattern.pattern)
+                if pattern.namespace != "admin":
+                    walk(pattern, route, pattern.namespace or namespace)
+            elif namespace:
+                found[f"{namespace}:{pattern.name}"] = route
+            else:
+                found[pattern.name or route] = route
 
     walk(get_resolver(), "", None)
     return found
@@ -169,6 +195,19 @@ def test_every_route_has_a_permission_case():
     covered = set(WEB) | set(API) | set(console_cases())
     assert set(all_routes()) - covered == set(), "add a row for each new route to the tables above"
     assert covered - set(all_routes()) == set(), "remove rows for routes that no longer exist"
+
+
+def test_every_api_operation_has_a_row_with_its_method_and_path():
+    from config.api import api
+
+    def shape(method: str, path: str) -> tuple[str, str]:
+        return method.removesuffix("-file"), re.sub(r"{\w+}", "{}", path.partition("?")[0])
+
+    operations = {
+        shape(method, path) for path, methods in api.get_openapi_schema()["paths"].items() for method in methods
+    }
+    rows = {shape(method, path) for method, path, _, _ in API.values() if path.startswith("/api/")}
+    assert operations - rows == set(), "add a row to API for each new operation"
 
 
 @pytest.fixture
@@ -250,3 +289,11 @@ def test_console_is_for_admins_only(route, world, client):
     for role in ROLES:
         client.force_login(world["people"][role])
         assert request(client, method, path, body).status_code == expected[role], (route, role)
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/bots/bot/", "/admin/auth/user/"])
+def test_django_admin_is_for_staff_only(path, world, client):
+    for role in ROLES:
+        client.force_login(world["people"][role])
+        response = client.get(path)
+        assert (response.status_code, response["Location"].split("?")[0]) == (302, "/admin/login/"), role
