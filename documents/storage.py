@@ -3,7 +3,8 @@
 Docent reads, writes and deletes stored files only through the storage (`open`, `save`,
 `delete`), never by path, so the default local folder (MEDIA_ROOT) and an S3-compatible
 bucket (django-storages, settings DOCENT_S3_*) behave alike. The parsers need a real file
-they can seek around in; `local_copy` gives them one.
+they can seek around in; `local_copy` gives them one, and says in OSError terms when the
+stored file is gone or the storage unreachable.
 """
 
 from __future__ import annotations
@@ -46,7 +47,31 @@ def local_copy(stored) -> Iterator[Path]:
     """
     suffix = PurePosixPath(stored.name).suffix
     with tempfile.NamedTemporaryFile(suffix=suffix, dir=settings.FILE_UPLOAD_TEMP_DIR) as copy:
-        with stored.open("rb") as source:
-            shutil.copyfileobj(source, copy, length=1024 * 1024)
+        try:
+            with stored.open("rb") as source:
+                shutil.copyfileobj(source, copy, length=1024 * 1024)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _read_error(exc) from exc
         copy.flush()
         yield Path(copy.name)
+
+
+def _read_error(exc: Exception) -> Exception:
+    """An object store's error in the terms ingestion acts on.
+
+    FileNotFoundError: the object is gone (its document was deleted meanwhile). ConnectionError:
+    the store can't be reached or failed on its side, so the task is retried later rather than
+    the document failed. Anything else stays as it is.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+            return FileNotFoundError(f"The stored file is gone: {exc}")
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            return ConnectionError(f"The file storage failed: {exc}")
+    if isinstance(exc, BotoCoreError):  # unreachable, timed out, no credentials
+        return ConnectionError(f"The file storage can't be reached: {exc}")
+    return exc

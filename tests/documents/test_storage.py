@@ -122,3 +122,35 @@ def test_deleting_a_local_file_removes_the_folders_it_leaves_empty(tmp_path, set
     storage.delete(second)
     assert not (tmp_path / "documents/bot-1").exists()
     assert (tmp_path / "documents").is_dir()  # the top folder stays
+
+
+def test_a_file_the_bucket_lost_reads_as_gone_and_an_unreachable_bucket_as_a_connection_error(
+    bucket, s3_server, tmp_path, settings
+):
+    from botocore.config import Config
+    from django.db.models.fields.files import FieldFile
+
+    from documents.models import DocumentVersion
+    from documents.storage import local_copy
+    from tests.test_serve_lifecycle import free_port
+
+    settings.FILE_UPLOAD_TEMP_DIR = tmp_path
+    field = DocumentVersion._meta.get_field("file")
+    with pytest.raises(FileNotFoundError), local_copy(FieldFile(None, field, "documents/bot-1/doc-1/v1-gone.txt")):
+        pass  # what ingestion meets when the document was deleted meanwhile: it stops quietly
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BUCKET,
+                "endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+                "client_config": Config(retries={"total_max_attempts": 1}, connect_timeout=2),
+            },
+        },
+    }
+    field = DocumentVersion._meta.get_field("file")
+    with pytest.raises(ConnectionError), local_copy(FieldFile(None, field, "documents/bot-1/doc-1/v1-a.txt")):
+        pass  # a transient error: the ingest task is retried with backoff (documents.services.TRANSIENT_ERRORS)
+    assert list(tmp_path.iterdir()) == []
