@@ -1,6 +1,7 @@
 """Request and response shapes of the public API (see ARCHITECTURE.md: keep them stable)."""
 
 from datetime import datetime
+from typing import Literal
 
 from ninja import Field, Schema
 from pydantic import field_validator, model_validator
@@ -329,7 +330,7 @@ class TraceOut(Schema):
 class ShareIn(Input):
     user: str = Field("", max_length=GRANTEE_NAME_MAX_CHARS)
     group: str = Field("", max_length=GRANTEE_NAME_MAX_CHARS)
-    role: str = Field("user", max_length=20)
+    role: Literal["user", "editor"] = "user"
 
 
 class ShareOut(Schema):
@@ -361,7 +362,7 @@ class ConversationPatch(Input):
 
 
 class FeedbackIn(Input):
-    rating: int = Field(description="1 helpful, -1 not helpful")
+    rating: Literal[1, -1] = Field(description="1 helpful, -1 not helpful")
     comment: str = Field("", max_length=FEEDBACK_COMMENT_MAX_CHARS)
 
 
