@@ -130,3 +130,30 @@ def test_answering_a_question_does_not_import_torch(bot, index_texts):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.django_db
+def test_a_fill_run_that_stops_for_time_with_chunks_left_sends_itself_again(bot, index_texts, settings, monkeypatch):
+    from celery.signals import before_task_publish
+
+    from retrieval import tasks
+
+    index_texts(bot, {f"note-{i}.txt": f"Note {i} says the meeting room {i} has a projector." for i in range(3)})
+    sent = []
+
+    def record(sender=None, **kwargs):
+        sent.append(sender)
+
+    monkeypatch.setattr(sentences, "FILL_BATCH", 1)
+    before_task_publish.connect(record)
+    try:
+        settings.DOCENT_SENTENCE_FILL_SECONDS = 0  # every run stops after its first batch
+        tasks.fill_sentence_vectors()  # one chunk filled, two left: it goes on in a new run
+        assert sent == ["retrieval.tasks.fill_sentence_vectors"]
+
+        settings.DOCENT_SENTENCE_FILL_SECONDS = 3600
+        sent.clear()
+        tasks.fill_sentence_vectors()  # the rest, well within its time: nothing left to send
+        assert sent == []
+    finally:
+        before_task_publish.disconnect(record)
