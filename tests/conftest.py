@@ -244,3 +244,16 @@ def chat_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+def answer_with_chat_server(bot, chat_server):
+    """Make `bot` answer with a language model: the local chat server as its OpenAI-compatible provider."""
+    from retrieval.models import LLMProvider
+    from tests.chat_server import API_KEY, MODEL
+
+    provider = LLMProvider(name="local", base_url=chat_server.base_url, model_names=[MODEL])
+    provider.set_api_key(API_KEY)
+    provider.save()
+    bot.provider, bot.llm_model = provider, MODEL
+    bot.save()
+    return bot

@@ -21,8 +21,7 @@ from django.db import connection
 
 from bots.models import ApiToken
 from bots.streaming import INTERRUPTED
-from tests.chat_server import API_KEY, MODEL
-from tests.conftest import ROOT, database_url
+from tests.conftest import ROOT, answer_with_chat_server, database_url
 from tests.test_serve_lifecycle import free_port, wait_for
 
 HANDBOOK = {"vacation.txt": "Full-time employees receive 25 days of paid vacation per calendar year."}
@@ -121,15 +120,8 @@ class Web:
 
 @pytest.fixture
 def llm_bot(bot, chat_server, index_texts):
-    from retrieval.models import LLMProvider
-
     index_texts(bot, HANDBOOK)
-    provider = LLMProvider(name="local", base_url=chat_server.base_url, model_names=[MODEL])
-    provider.set_api_key(API_KEY)
-    provider.save()
-    bot.provider, bot.llm_model = provider, MODEL
-    bot.save()
-    return bot
+    return answer_with_chat_server(bot, chat_server)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from bots import services as bots
 from retrieval import services
 from retrieval.models import LLMProvider
 from tests.chat_server import API_KEY, MODEL
+from tests.conftest import answer_with_chat_server
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +22,7 @@ HANDBOOK = {
 @pytest.fixture
 def llm_bot(bot, chat_server, index_texts):
     index_texts(bot, HANDBOOK)
-    provider = LLMProvider(name="local", base_url=chat_server.base_url, model_names=[MODEL])
-    provider.set_api_key(API_KEY)
-    provider.save()
-    bot.provider, bot.llm_model = provider, MODEL
-    bot.save()
-    return bot
+    return answer_with_chat_server(bot, chat_server)
 
 
 def test_llm_answer_keeps_valid_citations_and_drops_invented_ones(llm_bot, chat_server, caplog):
