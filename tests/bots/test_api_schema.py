@@ -61,13 +61,13 @@ def world(owner, member, index_texts):
     }  # fmt: skip
 
 
-# Bounded and repeatable: a fixed seed, 15 generated requests per operation (valid and invalid
+# Bounded and repeatable: a fixed seed, 10 generated requests per operation (valid and invalid
 # ones), no shrinking. The coverage phase is off: it sends every boundary of every field (a
 # 3 MB list of 10,000 test cases among them), which took minutes for little news.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "seed": 12,
-        "generation": {"max-examples": 15, "mode": "all", "no-shrink": True, "deterministic": True},
+        "generation": {"max-examples": 10, "mode": "all", "no-shrink": True, "deterministic": True},
         "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
     }
 )
