@@ -218,6 +218,9 @@ def key_terms(text: str) -> list[str]:
         word = word.removesuffix("'s").strip(".'-")
         if not word or word in _STOP_WORDS:
             continue
+        if any(char.isdigit() for char in word):
+            terms.append(word)  # an identifier ("PAS-0257127", "v2.3"): cut short, its neighbours would match
+            continue
         if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
             word = word[:-1]
         terms.append(word[:6])  # a crude stem: "monitoring" and "monitored" agree

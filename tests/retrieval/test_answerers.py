@@ -86,3 +86,16 @@ def test_sentences_do_not_end_at_initials_or_titles_before_a_name():
         "Ask Dr. Smith about it.",
         "The U.S. Navy agreed.",
     ]
+
+
+def test_a_question_naming_one_code_among_many_alike_quotes_that_codes_sentence(encode):
+    # Codes that share their first characters are different things: cut to a stem, they all
+    # matched the question, no sentence held anything specific, and the answer was a refusal.
+    sections = [
+        chunk(10 + n, f"The password policy {verb} in section PAS-02571{n:02d}. It covers laptops.", document_id=n)
+        for n, verb in enumerate(["limits interns", "explains customers", "protects teams", "allows visitors"])
+    ]
+    question = "What does the password policy in section PAS-0257102 say?"
+    answer = extractive_answer(encode([question])[0], sections, encode, threshold=0.25, question=question)
+    assert not answer.refused
+    assert answer.text.startswith("The password policy protects teams in section PAS-0257102.")
