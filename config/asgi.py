@@ -1,4 +1,6 @@
+import logging
 import os
+import threading
 
 from django.core.asgi import get_asgi_application
 
@@ -10,3 +12,18 @@ from config.limits import LimitRequestBody  # noqa: E402
 
 # Django reads a request's whole body before any middleware runs; refuse oversized ones first.
 application = LimitRequestBody(django_application)
+
+
+def _warm_up() -> None:
+    from retrieval.services import warm_up
+
+    try:
+        warm_up()
+    except Exception as exc:  # the first question loads it instead
+        logging.getLogger(__name__).warning("Could not load the question encoder ahead of time: %s", exc)
+
+
+if os.environ.get("DOCENT_WARM_UP_WEB_WORKERS") == "1":
+    # Set by `manage.py serve --web-workers N`: each web process loads the question encoder as it
+    # starts, so its first question doesn't wait for it.
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

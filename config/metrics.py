@@ -1,7 +1,9 @@
 """Prometheus metrics at /metrics: what a platform team graphs and alerts on.
 
-Each web process counts its own requests and answers in memory (prometheus-client);
-scrape every web process (each replica is a target). What lives elsewhere is read at
+Each web process counts its own requests and answers (prometheus-client); scrape every
+replica. The web processes of one `serve --web-workers N` share a port, so there they
+count in files under PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode,
+set up by serve) and a scrape adds up all of them. What lives elsewhere is read at
 scrape time, so any web process reports the same installation-wide values:
 
 - from Postgres: documents by status, evaluation runs by status;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import time
 
 from celery import bootsteps
@@ -34,6 +37,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -240,7 +244,18 @@ def _queue_length(channel, queue: str) -> int:
         return 0  # never declared yet (RabbitMQ): nothing waits in it
 
 
-REGISTRY.register(InstallationCollector())
+INSTALLATION = InstallationCollector()
+REGISTRY.register(INSTALLATION)
+
+
+def scrape_registry() -> CollectorRegistry:
+    """This process's series, or with several web processes (serve --web-workers), all of theirs added up."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # the counters and histograms of every web process
+    registry.register(INSTALLATION)
+    return registry  # (without process_* series: each web process has its own)
 
 
 # --- The endpoint ------------------------------------------------------------------------------------
@@ -250,7 +265,7 @@ def metrics(request):
     """GET /metrics: the Prometheus text format, for an admin's token or an allowed network."""
     if refusal := _refusal(request):
         return refusal
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 def _refusal(request) -> JsonResponse | None:

@@ -59,7 +59,8 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
     found = search(bot, rewritten, k=bot.top_k)
     timings.update(found.timings_ms)
     generate_started = time.perf_counter()
-    prompt_text, tokens, provider_name, model_name = "", {}, EXTRACTIVE_PROVIDER, embedding_model_for(bot).name
+    model = found.model or embedding_model_for(bot)
+    prompt_text, tokens, provider_name, model_name = "", {}, EXTRACTIVE_PROVIDER, model.name
 
     if bot.provider_id:
         provider_name, model_name = bot.provider.name, bot.llm_model or (bot.provider.model_names or [""])[0]
@@ -86,7 +87,6 @@ def answer_stream(bot, question: str, history: list[tuple[str, str]] = (), asked
             tokens = {"error": str(exc)}
             yield AnswerEvent("token", result.text)
     else:
-        model = embedding_model_for(bot)
         sentences = stream_extractive_answer(
             found.query_vector,
             found.chunks,

@@ -45,6 +45,13 @@ class SearchResult:
     chunks: list[ScoredChunk]
     query_vector: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
+    model: EmbeddingModel | None = None  # the model query_vector was embedded with
+
+
+# The chunk fields a ScoredChunk is made of.
+PASSAGE_FIELDS = (
+    "document_id", "document__filename", "page", "text", "ordinal", "heading_path", "location",
+)  # fmt: skip
 
 
 class _Stopwatch:
@@ -268,7 +275,10 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
     candidates = fused[: max(k, RERANK_CANDIDATES) if reranker else k]
     watch.lap("fuse")
 
-    rows = Chunk.objects.select_related("document").in_bulk([chunk_id for chunk_id, _ in candidates])
+    # Only what a cited passage shows: a chunk's vectors (and sentence vectors) are most of its row.
+    rows = (
+        Chunk.objects.select_related("document").only(*PASSAGE_FIELDS).in_bulk([chunk_id for chunk_id, _ in candidates])
+    )
     results = [
         ScoredChunk(
             chunk_id=chunk_id,
@@ -290,7 +300,7 @@ def search(bot, query: str, k: int = 8, document_ids: list[int] | None = None) -
     if reranker is not None:
         results = rerank(reranker, query, results)[:k]
         watch.lap("rerank")
-    return SearchResult(chunks=results, query_vector=query_vector, timings_ms=watch.timings_ms)
+    return SearchResult(chunks=results, query_vector=query_vector, timings_ms=watch.timings_ms, model=model)
 
 
 def rerank(reranker: Reranker, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:

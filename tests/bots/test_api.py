@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
 
-from bots.models import ApiToken, Bot
+from bots.models import TOKEN_TOUCH_INTERVAL, ApiToken, Bot
 from documents.models import Document
 from tests.conftest import ROOT
 
@@ -83,6 +83,19 @@ def test_revoked_token_is_refused(owner, client):
     token.revoked_at = token.created_at
     token.save()
     assert client.get("/api/v1/bots", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_a_tokens_last_use_is_written_once_a_minute_not_on_every_request(owner, client):
+    token, key = ApiToken.issue(owner)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/bots", headers=headers).status_code == 200
+    first_use = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert first_use is not None
+    assert client.get("/api/v1/bots", headers=headers).status_code == 200
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == first_use
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first_use - TOKEN_TOUCH_INTERVAL)
+    assert client.get("/api/v1/bots", headers=headers).status_code == 200
+    assert ApiToken.objects.get(pk=token.pk).last_used_at > first_use
 
 
 def test_bot_name_is_escaped_in_pages(client, owner):

@@ -144,3 +144,71 @@ def test_worker_series_move_with_ingestion(owner, bot, celery_worker):
     assert any(worker.startswith("test-") and time.time() - beat < 60 for worker, beat in heartbeats.items())
     assert value(after, "docent_queue_messages", queue="ingest") == 0
     assert ("docent_queue_messages", frozenset({("queue", "default")})) in after
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_two_web_processes_of_one_serve_answer_and_metrics_add_up_both(django_user_model, tmp_path):
+    """`serve --web-workers 2`: two processes share the port; a scrape reaches one, and counts both."""
+    import concurrent.futures
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    import psutil
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.conftest import ROOT, database_url
+    from tests.test_serve_lifecycle import free_port
+
+    admin = django_user_model.objects.create_superuser("metrics-admin", password="x")
+    _, key = ApiToken.issue(admin)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(connection.settings_dict),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DOCENT_DATA_DIR": str(tmp_path),
+        "DOCENT_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "manage.py", "serve", "--no-worker", "--no-warm-up", "--web-workers", "2"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=30) as response:  # a new connection each time
+            return response.status, response.read()
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                get("/healthz")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.5)
+        web = [child for child in psutil.Process(server.pid).children() if "spawn_main" in " ".join(child.cmdline())]
+        assert len(web) == 2, [child.cmdline() for child in psutil.Process(server.pid).children()]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: get("/api/v1/bots")[0], range(40)))
+        assert statuses == [200] * 40
+        for _ in range(4):  # each scrape lands on either process
+            samples = {
+                (sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(get("/metrics")[1].decode())
+                for sample in family.samples
+            }
+            route = {"route": "api/v1/bots", "method": "GET", "status": "200"}
+            assert value(samples, "docent_http_requests_total", **route) == 40
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)

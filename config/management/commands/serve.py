@@ -18,9 +18,11 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,6 +40,10 @@ ADMIN_USERNAME = "admin"
 # How long a worker gets to finish its current task when asked to stop; then it is killed
 # (its task is acked late, so another worker runs it again).
 WORKER_STOP_SECONDS = 30
+# How long an idle keep-alive connection stays open. uvicorn's default (5 s) is shorter than
+# the idle timeout of the proxies in front of it (60 s for nginx and AWS's load balancers), so
+# a proxy would reuse connections uvicorn is just closing, and its clients would see errors.
+KEEP_ALIVE_SECONDS = 75
 stopping = threading.Event()
 
 
@@ -49,13 +55,21 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-worker", action="store_true", help="Don't start a Celery worker here.")
         parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=int(os.environ.get("DOCENT_WEB_WORKERS", "1")),
+            help="Web server processes (each answers one request at a time; about one per core).",
+        )
+        parser.add_argument(
             "--no-warm-up", action="store_true", help="Load the embedding model on the first question, not at start."
         )
 
-    def handle(self, *args, host: str, port: int, no_worker: bool, no_warm_up: bool, **options):
+    def handle(self, *args, host: str, port: int, no_worker: bool, no_warm_up: bool, web_workers: int, **options):
         # Python's default for SIGTERM and SIGHUP is to die on the spot, skipping the finally below
         # and the atexit handlers that stop the embedded servers. uvicorn replaces the SIGTERM
         # handler while it serves and, once it has shut down, re-raises the signal to this one.
+        if web_workers < 1:
+            raise CommandError("--web-workers needs at least 1.")
         signal.signal(signal.SIGTERM, _exit_cleanly)
         signal.signal(signal.SIGHUP, _as_sigterm)
         lock = None
@@ -68,22 +82,39 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.ensure_admin()
         worker = None
+        metrics_dir = ""
         try:
             if lock is not None:
                 worker = self.start_worker()
                 lock.record(worker=worker.pid)
-            if not no_warm_up:
+            if not no_warm_up and web_workers == 1:
                 # Load the embedding model now, in the background, so the first question doesn't wait for it.
+                # (Several web workers are processes of their own: each loads it as it starts.)
                 threading.Thread(target=warm_up_unless_stopping, name="warm-up", daemon=True).start()
+            elif not no_warm_up:
+                os.environ["DOCENT_WARM_UP_WEB_WORKERS"] = "1"  # read by config/asgi.py in each web process
+            if web_workers > 1:
+                # The web processes count requests in files here, so /metrics adds them up (config/metrics.py).
+                metrics_dir = tempfile.mkdtemp(prefix="docent-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             import uvicorn
 
             self.stdout.write(self.style.SUCCESS(f"Docent is ready at http://{host}:{port}/  (Ctrl-C stops it)"))
             # log_config=None: uvicorn's own lines go through settings.LOGGING (JSON or plain) like the rest.
             uvicorn.run(
-                "config.asgi:application", host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+                "config.asgi:application",
+                host=host,
+                port=port,
+                workers=web_workers,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                log_level="warning",
+                log_config=None,
+                lifespan="off",
             )
         finally:
             stopping.set()
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
             if worker is not None:
                 # A second Ctrl-C or SIGTERM while the worker finishes its task means "now".
                 hurry = threading.Event()
