@@ -257,3 +257,16 @@ def answer_with_chat_server(bot, chat_server):
     bot.provider, bot.llm_model = provider, MODEL
     bot.save()
     return bot
+
+
+def finished_evaluation(bot):
+    """A test set of `bot` with one finished run, and a failed fine-tune: objects the evaluation URLs name."""
+    from evaluation import services as evaluation
+
+    test_set = evaluation.create_test_set(bot, "Basics", [{"question": "When?", "expected_documents": ["canteen.txt"]}])
+    run = evaluation.start_run(test_set)
+    run.start(1)
+    run.finish({})
+    fine_tune = evaluation.start_fine_tune(bot)
+    fine_tune.fail("Stopped.")
+    return test_set, run, fine_tune

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from bots import services as bots
 from documents import services as documents
-from evaluation import services as evaluation
+from tests.conftest import finished_evaluation
 
 pytestmark = pytest.mark.django_db
 
@@ -41,12 +41,7 @@ def world(owner, member, index_texts):
     share = bots.share_bot(bot, username=member.get_username())
     conversation, answer = bots.ask(bot, owner, "When does the canteen open?")
     bots.give_feedback(owner, answer.id, 1)
-    test_set = evaluation.create_test_set(bot, "Basics", [{"question": "When?", "expected_documents": ["canteen.txt"]}])
-    run = evaluation.start_run(test_set)
-    run.start(1)
-    run.finish({})
-    fine_tune = evaluation.start_fine_tune(bot)
-    fine_tune.fail("Stopped.")
+    test_set, run, fine_tune = finished_evaluation(bot)
     _, key = bots.create_token(owner, "schemathesis")
     return {
         "key": key,

@@ -16,7 +16,7 @@ from django.urls import get_resolver
 from bots import services as bots
 from bots.models import ApiToken, BotShare
 from documents import services as documents
-from evaluation import services as evaluation
+from tests.conftest import finished_evaluation
 
 pytestmark = pytest.mark.django_db
 
@@ -226,12 +226,7 @@ def world(owner, django_user_model):
     conversation, answer = bots.ask(bot, owner, "When does the canteen open?")
     token, _ = ApiToken.issue(owner)
     feedback = bots.give_feedback(owner, answer.id, -1)
-    test_set = evaluation.create_test_set(bot, "Basics", [{"question": "When?", "expected_documents": ["canteen.txt"]}])
-    run = evaluation.start_run(test_set)
-    run.start(1)
-    run.finish({})
-    fine_tune = evaluation.start_fine_tune(bot)
-    fine_tune.fail("Stopped.")
+    test_set, run, fine_tune = finished_evaluation(bot)
     return {
         "people": people,
         "ids": {
