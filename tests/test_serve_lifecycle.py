@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from config.embedded import _redis_socket_path
+from config.management.commands.serve import WORKER_NICENESS
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("worker", "children", "postgres", "redis")
@@ -195,6 +196,10 @@ def test_a_stop_signal_to_serve_stops_its_worker_beat_postgres_and_redis(start_s
     serve = start_serve()
     running = serve.wait_until_up()
     assert counts(running) == ONE_OF_EACH
+    # The worker and its pool run below the web server's CPU priority.
+    web = psutil.Process(serve.process.pid).nice()
+    workers = {process.nice() for process in running["worker"] + running["children"]}
+    assert workers == {min(19, web + WORKER_NICENESS)}
 
     serve.process.send_signal(signum)
 

@@ -40,6 +40,8 @@ ADMIN_USERNAME = "admin"
 # How long a worker gets to finish its current task when asked to stop; then it is killed
 # (its task is acked late, so another worker runs it again).
 WORKER_STOP_SECONDS = 30
+# The worker's niceness (0 to 19): the web server's requests win the CPU when both want it.
+WORKER_NICENESS = 10
 # How long an idle keep-alive connection stays open. uvicorn's default (5 s) is shorter than
 # the idle timeout of the proxies in front of it (60 s for nginx and AWS's load balancers), so
 # a proxy would reuse connections uvicorn is just closing, and its clients would see errors.
@@ -157,8 +159,10 @@ class Command(BaseCommand):
             "--concurrency", os.environ.get("DOCENT_WORKER_CONCURRENCY", "1"),
             "--loglevel", "INFO",
         ]  # fmt: skip
-        # Its own session, so Ctrl-C reaches only us and we stop it in order.
-        return subprocess.Popen(command, start_new_session=True)
+        # Its own session, so Ctrl-C reaches only us and we stop it in order. At a lower CPU
+        # priority: on one machine, people waiting for an answer go first and ingestion takes
+        # the CPU they leave idle.
+        return subprocess.Popen(command, start_new_session=True, preexec_fn=lambda: os.nice(WORKER_NICENESS))
 
 
 def warm_up_unless_stopping() -> None:
