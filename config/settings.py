@@ -112,6 +112,17 @@ if database_url := env_str("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=60, conn_health_checks=True)}
 else:
     DATABASES = {"default": embedded.postgres_settings(DATA_DIR)}
+if env_bool("DOCENT_DATABASE_POOL"):
+    # Web processes of `serve --web-workers N` (which sets this) borrow connections from a pool
+    # (psycopg-pool through Django's "pool" option) instead of opening one per request: a new
+    # connection costs ~10 ms and a fresh server process per request. Not in Celery workers:
+    # their pool processes are forked, and a pool's connections and threads do not survive a fork.
+    DATABASES["default"] |= {
+        "CONN_MAX_AGE": 0,  # the pool keeps connections; Django's own persistence must be off
+        # Checked when lent: after Postgres restarts, the next request reconnects instead of failing.
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": DATABASES["default"].get("OPTIONS", {}) | {"pool": embedded.database_pool_options()},
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Task queue: CELERY_BROKER_URL in production, otherwise the embedded Redis.

@@ -72,7 +72,7 @@ def run(*command: str, input: bytes | None = None, user: str | None = None) -> b
 class Web:
     """Docent's ASGI app under uvicorn, on the test's own Postgres, as `manage.py serve` runs it."""
 
-    def __init__(self, server, log_dir: Path):
+    def __init__(self, server, log_dir: Path, pool: bool = False):
         self.port = free_port()
         self.log_path = log_dir / "web.log"
         info = server.get_postmaster_info()
@@ -84,6 +84,7 @@ class Web:
             "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
             "DOCENT_DATA_DIR": str(django_settings.DATA_DIR),
             "HF_HUB_OFFLINE": "1",
+            "DOCENT_DATABASE_POOL": "1" if pool else "",  # as `serve --web-workers N` sets it
         }
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -126,12 +127,13 @@ def llm_bot(bot, chat_server, index_texts):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pool", [False, True], ids=["connection-per-request", "connection-pool"])
 def test_the_web_app_recovers_from_a_postgres_restart_and_a_broken_stream_says_so(
-    owner, llm_bot, chat_server, tmp_path, request
+    owner, llm_bot, chat_server, tmp_path, request, pool
 ):
     _, token = ApiToken.issue(owner)
     server = request.getfixturevalue("own_postgres")  # after the rows above are committed
-    web = Web(server, tmp_path)
+    web = Web(server, tmp_path, pool)
     try:
         wait_for(web.up, 90, "uvicorn to answer")
         assert web.request("GET", "/api/v1/bots", token).status == 200  # holds a database connection now

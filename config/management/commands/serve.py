@@ -99,6 +99,8 @@ class Command(BaseCommand):
                 # The web processes count requests in files here, so /metrics adds them up (config/metrics.py).
                 metrics_dir = tempfile.mkdtemp(prefix="docent-metrics-")
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+                # They start afresh, so their settings can give them a pool of database connections.
+                os.environ["DOCENT_DATABASE_POOL"] = "1"
             import uvicorn
 
             self.stdout.write(self.style.SUCCESS(f"Docent is ready at http://{host}:{port}/  (Ctrl-C stops it)"))
