@@ -25,7 +25,7 @@ bench: install-dev
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/first_sentence.py --n 10000
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/encoder.py --limit 2000
 	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/rss.py --questions 100
-	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/load.py --users 50 --seconds 60
+	DOCENT_DATA_DIR=$(CURDIR)/.data/bench $(PY) bench/load.py --users 50 --seconds 60 --think 0 10
 
 install: $(VENV)/.installed node_modules/.installed
 install-dev: install $(VENV)/.installed-dev

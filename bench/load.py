@@ -1,21 +1,24 @@
 """Load: many users asking one bot questions at once while a worker ingests documents.
 
 Over the REST API only, with one API token: creates a bot and fills it with generated
-policy handbooks until it holds --chunks passages, waits for them to be ingested, then
-for --seconds runs --users concurrent users (each asks a question, waits for the whole
-answer, asks the next) while --ingest more documents are uploaded to a second bot at
-the start of the window. Prints JSON lines: the chat figures
-({"bench": "load", "requests_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", ...}),
-the ingestion rate under that load, and, when it started the server itself, the
-web and worker memory.
+policy handbooks until it holds --chunks passages (or asks a bot an earlier run filled,
+--bot), waits for them to be ingested, then runs one window of --seconds per --think
+value. In each, --ingest more documents are uploaded to a new bot and --users users ask
+questions: with --think 0 each asks again the moment an answer arrives (a closed loop:
+what the server can do flat out); with --think T a user reads for T/2 to 3T/2 seconds
+between questions, as people do. Half the questions (--answerable) name a section the
+handbooks have, the rest are broad questions they don't answer (a refusal costs the
+same search). Prints JSON lines per window: the chat figures ({"bench": "load",
+"requests_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", ...}), the ingestion rate
+under that load, and, when it started the server itself, the web and worker memory.
 
 Against a running Docent:
     .venv/bin/python bench/load.py --base https://docent.example.com --token TOKEN --users 50 --seconds 60
-Without --base it starts `manage.py serve` (web server + one worker, as `make run`) on a
-free port in $DOCENT_DATA_DIR and makes its own token; it then also waits until the
-worker has stored the answerer's sentence vectors, so the window measures the steady
-state rather than the first minutes after an ingestion:
-    DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/load.py --users 50 --seconds 60
+Without --base it starts `manage.py serve --web-workers 2` (web server + one worker, as
+`make run`) on a free port in $DOCENT_DATA_DIR and makes its own token; it then also
+waits until the worker has stored the answerer's sentence vectors, so the window
+measures the steady state rather than the first minutes after an ingestion:
+    DOCENT_DATA_DIR=.data/bench .venv/bin/python bench/load.py --users 50 --seconds 60 --think 0 10
 
 An error is any answer that is not a 200, or no answer within --timeout seconds.
 """
@@ -27,6 +30,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -50,12 +54,26 @@ SENTENCES_PER_SMALL_DOCUMENT = 12
 UPLOAD_BATCH = 20
 
 
-def handbook(rng: random.Random, number: int, sentences: int) -> tuple[str, bytes]:
+def handbook(number: int, sentences: int = SENTENCES_PER_HANDBOOK) -> tuple[str, bytes]:
+    """Generated handbook `number`: the same text every time, so a kept bot's sections can be known again."""
+    rng = random.Random(number)
     text = "\n\n".join(synthetic_text(rng, number * 1000 + i) for i in range(sentences))
     return f"handbook-{number:04d}.txt", text.encode()
 
 
-def question(rng: random.Random) -> str:
+SECTION = re.compile(r"The (\w+) policy [^.]* in section ([A-Z]{3}-\d{7})\.")
+
+
+def sections(files: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """(topic, section code) of every policy sentence in the generated handbooks."""
+    return [match.groups() for _, text in files for match in SECTION.finditer(text.decode())]
+
+
+def question(rng: random.Random, known: list[tuple[str, str]], answerable: float) -> str:
+    """A question naming a section the handbooks have (share `answerable`), or a broad one they don't answer."""
+    if known and rng.random() < answerable:
+        topic, code = rng.choice(known)
+        return f"What does the {topic} policy in section {code} say?"
     return f"Which {rng.choice(TOPICS)} rules apply to {rng.choice(OBJECTS)}?"
 
 
@@ -90,21 +108,30 @@ def wait_ingested(api: Api, bot_id: int, expected: int, what: str) -> list[dict]
             time.sleep(2)
 
 
-def fill_bot(api: Api, bot_id: int, chunks: int, rng: random.Random) -> int:
-    """Upload handbooks until the bot holds at least `chunks` passages; how many it holds."""
-    first = [handbook(rng, number, SENTENCES_PER_HANDBOOK) for number in range(UPLOAD_BATCH)]
+def fill_bot(api: Api, bot_id: int, chunks: int) -> tuple[int, list[tuple[str, str]]]:
+    """Upload handbooks until the bot holds at least `chunks` passages; how many it holds, and their sections."""
+    first = [handbook(number) for number in range(UPLOAD_BATCH)]
     api.upload(bot_id, first)
     held = sum(document["chunk_count"] for document in wait_ingested(api, bot_id, len(first), "first handbooks"))
     per_handbook = max(1, held // len(first))
     remaining = max(0, -(-(chunks - held) // per_handbook))
-    files = [handbook(rng, number, SENTENCES_PER_HANDBOOK) for number in range(len(first), len(first) + remaining)]
+    files = [handbook(number) for number in range(len(first), len(first) + remaining)]
     for start in range(0, len(files), UPLOAD_BATCH):
         api.upload(bot_id, files[start : start + UPLOAD_BATCH])
     documents = wait_ingested(api, bot_id, len(first) + len(files), f"ingesting ~{chunks:,} passages")
     failed = [document["filename"] for document in documents if document["status"] == "failed"]
     if failed:
         raise SystemExit(f"{len(failed)} handbooks failed to ingest, e.g. {failed[0]}")
-    return sum(document["chunk_count"] for document in documents)
+    return sum(document["chunk_count"] for document in documents), sections(first + files)
+
+
+def kept_bot(api: Api, bot_id: int) -> tuple[int, list[tuple[str, str]]]:
+    """A bot an earlier run filled (--bot): how many passages it holds, and its handbooks' sections."""
+    documents = [document for document in api.documents(bot_id) if document["status"] == "ready"]
+    numbers = [int(match.group(1)) for d in documents if (match := re.fullmatch(r"handbook-(\d+)\.txt", d["filename"]))]
+    if not numbers:
+        raise SystemExit(f"Bot {bot_id} holds no handbooks of this benchmark; leave out --bot to make one.")
+    return sum(document["chunk_count"] for document in documents), sections([handbook(n) for n in numbers])
 
 
 def wait_sentence_vectors(bot_id: int) -> None:
@@ -122,33 +149,56 @@ def wait_sentence_vectors(bot_id: int) -> None:
         bar.update(total - bar.n)
 
 
-async def users(base: str, token: str, bot_id: int, count: int, seconds: float, timeout: float) -> dict:
-    """`count` users asking questions back to back for `seconds`; latencies of the answers that started in time."""
+async def users(
+    base: str,
+    token: str,
+    bot_id: int,
+    count: int,
+    seconds: float,
+    timeout: float,
+    think: float,
+    known: list[tuple[str, str]],
+    answerable: float,
+) -> dict:
+    """`count` users asking questions for `seconds`; latencies of the answers that started in time.
+
+    With think=0 each user asks again the moment an answer arrives (a closed loop: the
+    server's capacity). Otherwise a user reads for think/2 to 3*think/2 seconds before the
+    next question, and the users start spread over the first `think` seconds, as people do.
+    """
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    cited = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, limits=limits) as client:
 
         async def user(number: int) -> None:
+            nonlocal cited
             rng = random.Random(number)
+            if think:
+                await asyncio.sleep(rng.uniform(0, think))
             while time.monotonic() < deadline:
                 started = time.perf_counter()
+                body = {"message": question(rng, known, answerable)}
                 try:
-                    reply = await client.post(f"/api/v1/bots/{bot_id}/chat", json={"message": question(rng)})
+                    reply = await client.post(f"/api/v1/bots/{bot_id}/chat", json=body)
                     outcome = "ok" if reply.status_code == 200 else f"http {reply.status_code}"
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
                 if outcome == "ok":
                     latencies.append((time.perf_counter() - started) * 1000)
+                    cited += bool(reply.json()["citations"])
                 else:
                     errors[outcome] = errors.get(outcome, 0) + 1
+                if think:
+                    await asyncio.sleep(rng.uniform(0.5, 1.5) * think)
 
         started = time.monotonic()
         await asyncio.gather(*(user(number) for number in range(count)))
         elapsed = time.monotonic() - started
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "cited": cited}
 
 
 def percentile(ordered: list[float], share: float) -> float:
@@ -162,8 +212,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--chunks", type=int, default=10_000, help="passages in the bot the users ask")
+    parser.add_argument("--bot", type=int, help="ask this bot, filled by an earlier run, instead of making one")
     parser.add_argument("--ingest", type=int, default=200, help="documents uploaded for ingestion during the window")
     parser.add_argument("--timeout", type=float, default=30, help="seconds an answer may take before it is an error")
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="mean seconds a user reads before asking again; one window per value (0: ask back to back)",
+    )
+    parser.add_argument(
+        "--answerable", type=float, default=0.5, help="share of questions naming a section the documents have"
+    )
+    parser.add_argument("--web-workers", type=int, default=2, help="web processes of the server it starts")
     args = parser.parse_args()
     if bool(args.base) != bool(args.token):
         parser.error("--base and --token go together")
@@ -173,54 +235,19 @@ def main() -> None:
     if args.base:
         base, token = args.base.rstrip("/"), args.token
     else:
-        base, token, server = start_server()
+        base, token, server = start_server(args.web_workers)
     api = Api(base, token)
-    rng = random.Random(7)
     try:
-        bot = api.call("POST", "/bots", json={"name": f"load-{time.strftime('%Y%m%d-%H%M%S')}"})
-        chunks = fill_bot(api, bot["id"], args.chunks, rng)
+        if args.bot:
+            bot_id = args.bot
+            chunks, known = kept_bot(api, bot_id)
+        else:
+            bot_id = api.call("POST", "/bots", json={"name": f"load-{time.strftime('%Y%m%d-%H%M%S')}"})["id"]
+            chunks, known = fill_bot(api, bot_id, args.chunks)
         if server is not None:
-            wait_sentence_vectors(bot["id"])
-        target = api.call("POST", "/bots", json={"name": f"load-ingest-{time.strftime('%Y%m%d-%H%M%S')}"})
-        small = [handbook(rng, 5000 + number, SENTENCES_PER_SMALL_DOCUMENT) for number in range(args.ingest)]
-
-        window_started = time.monotonic()
-        for start in range(0, len(small), UPLOAD_BATCH):
-            api.upload(target["id"], small[start : start + UPLOAD_BATCH])
-        uploaded_seconds = time.monotonic() - window_started
-        result = asyncio.run(users(base, token, bot["id"], args.users, args.seconds, args.timeout))
-        ready_in_window = sum(1 for document in api.documents(target["id"]) if document["status"] == "ready")
-        window_seconds = time.monotonic() - window_started
-        memory = _memory(server) if server is not None else {}
-
-        ordered = sorted(result["latencies"])
-        errors = sum(result["errors"].values())
-        emit(
-            bench="load",
-            users=args.users,
-            seconds=round(result["elapsed"], 1),
-            chunks=chunks,
-            requests=len(ordered) + errors,
-            requests_per_s=round(len(ordered) / result["elapsed"], 2),
-            p50_ms=round(statistics.median(ordered), 1) if ordered else 0.0,
-            p95_ms=percentile(ordered, 0.95),
-            p99_ms=percentile(ordered, 0.99),
-            errors=errors,
-            error_kinds=result["errors"],
-            answerer="extractive",
-            cpus=os.cpu_count(),
-            **memory,
-        )
-        wait_ingested(api, target["id"], args.ingest, "the rest of the uploads")
-        all_done_seconds = time.monotonic() - window_started
-        emit(
-            bench="load_ingestion",
-            documents=args.ingest,
-            upload_seconds=round(uploaded_seconds, 1),
-            ready_during_window=ready_in_window,
-            documents_per_s_under_load=round(ready_in_window / window_seconds, 2),
-            all_ready_seconds=round(all_done_seconds, 1),
-        )
+            wait_sentence_vectors(bot_id)
+        for window, think in enumerate(args.think):
+            window_figures(api, base, token, bot_id, chunks, known, think, window, args, server)
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -230,7 +257,57 @@ def main() -> None:
                 os.killpg(server.pid, signal.SIGKILL)
 
 
-def start_server() -> tuple[str, str, subprocess.Popen]:
+def window_figures(api, base, token, bot_id, chunks, known, think, window, args, server) -> None:
+    """One measured window: upload --ingest documents to a new bot, let the users ask, print the figures."""
+    target = api.call("POST", "/bots", json={"name": f"load-ingest-{time.strftime('%Y%m%d-%H%M%S')}-{window}"})
+    first = 5000 + 1000 * window
+    small = [handbook(first + number, SENTENCES_PER_SMALL_DOCUMENT) for number in range(args.ingest)]
+
+    window_started = time.monotonic()
+    for start in range(0, len(small), UPLOAD_BATCH):
+        api.upload(target["id"], small[start : start + UPLOAD_BATCH])
+    uploaded_seconds = time.monotonic() - window_started
+    result = asyncio.run(
+        users(base, token, bot_id, args.users, args.seconds, args.timeout, think, known, args.answerable)
+    )
+    ready_in_window = sum(1 for document in api.documents(target["id"]) if document["status"] == "ready")
+    window_seconds = time.monotonic() - window_started
+    memory = _memory(server) if server is not None else {}
+
+    ordered = sorted(result["latencies"])
+    errors = sum(result["errors"].values())
+    emit(
+        bench="load",
+        users=args.users,
+        think_s=think,
+        seconds=round(result["elapsed"], 1),
+        chunks=chunks,
+        requests=len(ordered) + errors,
+        requests_per_s=round(len(ordered) / result["elapsed"], 2),
+        p50_ms=round(statistics.median(ordered), 1) if ordered else 0.0,
+        p95_ms=percentile(ordered, 0.95),
+        p99_ms=percentile(ordered, 0.99),
+        errors=errors,
+        error_kinds=result["errors"],
+        cited_share=round(result["cited"] / len(ordered), 2) if ordered else 0.0,
+        answerer="extractive",
+        web_workers=args.web_workers if server is not None else None,
+        cpus=os.cpu_count(),
+        **memory,
+    )
+    wait_ingested(api, target["id"], args.ingest, "the rest of the uploads")
+    emit(
+        bench="load_ingestion",
+        think_s=think,
+        documents=args.ingest,
+        upload_seconds=round(uploaded_seconds, 1),
+        ready_during_window=ready_in_window,
+        documents_per_s_under_load=round(ready_in_window / window_seconds, 2),
+        all_ready_seconds=round(time.monotonic() - window_started, 1),
+    )
+
+
+def start_server(web_workers: int) -> tuple[str, str, subprocess.Popen]:
     """`manage.py serve` on a free port in $DOCENT_DATA_DIR, and an API token of a builder there."""
     import django
 
@@ -247,7 +324,7 @@ def start_server() -> tuple[str, str, subprocess.Popen]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--web-workers", str(web_workers)],
         cwd=ROOT,
         env={**os.environ, "DOCENT_DATA_DIR": str(settings.DATA_DIR)},
         stdout=subprocess.DEVNULL,
@@ -259,14 +336,19 @@ def start_server() -> tuple[str, str, subprocess.Popen]:
 
 
 def _memory(server: subprocess.Popen) -> dict:
+    """RSS of the largest web process, of all web processes, and of the worker's largest process."""
     import psutil
 
-    web = psutil.Process(server.pid)
-    workers = [process for process in web.children(recursive=True) if "celery" in " ".join(process.cmdline())]
+    serve = psutil.Process(server.pid)
+    children = serve.children(recursive=True)
+    workers = [process for process in children if "celery" in " ".join(process.cmdline())]
+    # With --web-workers > 1, uvicorn serves from spawned children and `serve` only supervises them.
+    web = [process for process in children if "spawn_main" in " ".join(process.cmdline())] or [serve]
     return {
-        "web_mb": mb(web.memory_info().rss),
+        "web_mb": mb(max(process.memory_info().rss for process in web)),
+        "web_total_mb": mb(sum(process.memory_info().rss for process in {serve, *web})),
         "worker_mb": mb(max((process.memory_info().rss for process in workers), default=0)),
-        "web_imported_torch": imports_torch(web),
+        "web_imported_torch": any(imports_torch(process) for process in web),
     }
 
 
