@@ -19,11 +19,11 @@ def _warm_up() -> None:
 
     try:
         warm_up()
-    except Exception as exc:  # the first question loads it instead
+    except Exception as exc:  # the first question loads it instead (or the server stopped meanwhile)
         logging.getLogger(__name__).warning("Could not load the question encoder ahead of time: %s", exc)
 
 
-if os.environ.get("DOCENT_WARM_UP_WEB_WORKERS") == "1":
-    # Set by `manage.py serve --web-workers N`: each web process loads the question encoder as it
-    # starts, so its first question doesn't wait for it.
+if os.environ.get("DOCENT_WARM_UP") == "1":
+    # Set by `manage.py serve` (unless --no-warm-up): each web process loads the question encoder
+    # as it starts, so its first question doesn't wait for it.
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

@@ -64,24 +64,6 @@ def postgres_settings(data_dir: Path) -> dict:
     }
 
 
-def database_pool_options() -> dict:
-    """psycopg_pool.ConnectionPool arguments for a web process's pool of database connections.
-
-    (Django adds the check of each connection before it is lent, from CONN_HEALTH_CHECKS.)
-    """
-    return {
-        "min_size": 1,
-        "max_size": 4,  # a web process runs its views one at a time; streams and health checks need a few more
-        "timeout": 10,  # seconds a request waits for a free connection before it fails
-        # A question's answer lock is a session advisory lock (bots.services._answering); never lend one on.
-        "reset": _release_advisory_locks,
-    }
-
-
-def _release_advisory_locks(connection) -> None:
-    connection.execute("SELECT pg_advisory_unlock_all()")
-
-
 def _forget_dead_postgres_users(pgdata: Path) -> None:
     """Drop dead processes from pgserver's list of the server's users.
 

@@ -23,12 +23,14 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module")
+# Session-wide, not per module: pytest-django runs the database test below apart from the others,
+# and a module fixture would then be made twice, exporting the model twice (~30 s each).
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("onnx-data")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def onnx_embedder(data_dir):
     return OnnxEmbedder(DEFAULT_MODEL_SOURCE, models_dir=data_dir / "models")
 

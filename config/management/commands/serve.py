@@ -34,7 +34,6 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config.embedded import process_alive
-from retrieval.services import warm_up
 
 ADMIN_USERNAME = "admin"
 # How long a worker gets to finish its current task when asked to stop; then it is killed
@@ -46,7 +45,6 @@ WORKER_NICENESS = 10
 # the idle timeout of the proxies in front of it (60 s for nginx and AWS's load balancers), so
 # a proxy would reuse connections uvicorn is just closing, and its clients would see errors.
 KEEP_ALIVE_SECONDS = 75
-stopping = threading.Event()
 
 
 class Command(BaseCommand):
@@ -89,12 +87,9 @@ class Command(BaseCommand):
             if lock is not None:
                 worker = self.start_worker()
                 lock.record(worker=worker.pid)
-            if not no_warm_up and web_workers == 1:
-                # Load the embedding model now, in the background, so the first question doesn't wait for it.
-                # (Several web workers are processes of their own: each loads it as it starts.)
-                threading.Thread(target=warm_up_unless_stopping, name="warm-up", daemon=True).start()
-            elif not no_warm_up:
-                os.environ["DOCENT_WARM_UP_WEB_WORKERS"] = "1"  # read by config/asgi.py in each web process
+            if not no_warm_up:
+                # Each web process loads the question encoder as it starts (config/asgi.py).
+                os.environ["DOCENT_WARM_UP"] = "1"
             if web_workers > 1:
                 # The web processes count requests in files here, so /metrics adds them up (config/metrics.py).
                 metrics_dir = tempfile.mkdtemp(prefix="docent-metrics-")
@@ -116,7 +111,6 @@ class Command(BaseCommand):
                 lifespan="off",
             )
         finally:
-            stopping.set()
             if metrics_dir:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
             if worker is not None:
@@ -165,15 +159,6 @@ class Command(BaseCommand):
         # priority: on one machine, people waiting for an answer go first and ingestion takes
         # the CPU they leave idle.
         return subprocess.Popen(command, start_new_session=True, preexec_fn=lambda: os.nice(WORKER_NICENESS))
-
-
-def warm_up_unless_stopping() -> None:
-    try:
-        warm_up()
-    except Exception:
-        if not stopping.is_set():
-            raise
-        # Stopped while the model was loading: the exiting interpreter refuses the loader's work.
 
 
 def _exit_cleanly(signum, frame):
