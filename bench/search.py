@@ -275,36 +275,32 @@ def kept_bot(n: int):
     return bot, sample
 
 
-def measure(bot, queries: list[str], n: int, vectors_kind: str, text_kind: str) -> None:
+def measure(
+    bot, queries: list[str], n: int, vectors_kind: str, text_kind: str, ef_values: list[int], warm_up: list[str]
+) -> None:
+    """Time vector, keyword and hybrid search and HNSW recall@10, at each ef_search of `ef_values`.
+
+    `warm_up` questions (not the measured ones) are searched first, so the timings are
+    of a server in use, whose caches hold the index pages searches keep visiting,
+    not of one that has just started. Exact top 10s are computed once for all ef values.
+    """
     from django.conf import settings
 
-    from retrieval import keyword, services
+    from retrieval import keyword, search, services
 
     model = services.embedding_model_for(bot)
     chunks = services.active_chunks(bot)
     vectors = services.embed_texts(queries)
-    services.search(bot, queries[0], k=10)  # connection and settings warm
+    started = time.perf_counter()
+    for query in warm_up:
+        services.search(bot, query, k=10)
+    warm_up_seconds = time.perf_counter() - started
+    exacts = [services.vector_search(chunks, model, vector, 10, exact=True) for vector in vectors]
 
-    timings: dict[str, list[float]] = {"vector": [], "keyword": [], "hybrid": []}
-    recalls, recalls_ann, keyword_agreement = [], [], []
-    for query, vector in zip(queries, vectors, strict=True):
-        started = time.perf_counter()
-        # As search() takes them: CANDIDATES_PER_SEARCH from the index (relaxed order), best 10 of those.
-        candidates = services.vector_search(chunks, model, vector, services.CANDIDATES_PER_SEARCH)
-        timings["vector"].append((time.perf_counter() - started) * 1000)
-        approximate = sorted(candidates, key=lambda hit: -hit[1])[:10]
-        exact = services.vector_search(chunks, model, vector, 10, exact=True)
-        # Near-copies can tie: an approximate hit as close as the exact 10th is a correct one.
-        tenth = min((similarity for _, similarity in exact), default=1.0) - 1e-6
-        recalls.append(sum(1 for _, similarity in approximate if similarity >= tenth) / max(1, len(exact)))
-        # ann-benchmarks' k-nn recall counts a hit within 1e-3 of the exact 10th distance (about
-        # half precision's resolution); reported beside the strict figure, not instead of it.
-        recalls_ann.append(sum(1 for _, similarity in approximate if similarity >= tenth - 1e-3) / max(1, len(exact)))
-
-        started = time.perf_counter()
-        capped = services.keyword_search(chunks, query, 10)
-        timings["keyword"].append((time.perf_counter() - started) * 1000)
-        if n <= 200_000:  # how much the candidate cap changes the top 10 (exact BM25 scores every match)
+    keyword_agreement = []
+    if n <= 200_000:  # how much the candidate cap changes the top 10 (exact BM25 scores every match)
+        for query in queries:
+            capped = services.keyword_search(chunks, query, 10)
             cap, keyword.CANDIDATE_CAP = keyword.CANDIDATE_CAP, 10**9
             try:
                 uncapped = services.keyword_search(chunks, query, 10)
@@ -314,34 +310,76 @@ def measure(bot, queries: list[str], n: int, vectors_kind: str, text_kind: str) 
                 floor = min(score for _, score in uncapped) - 1e-4
                 keyword_agreement.append(sum(1 for _, score in capped if score >= floor) / len(uncapped))
 
-        started = time.perf_counter()
-        services.search(bot, query, k=10)  # includes embedding the question
-        timings["hybrid"].append((time.perf_counter() - started) * 1000)
+    for ef_search in ef_values:
+        settings.DOCENT_HNSW_EF_SEARCH = ef_search
+        search._TUNED_CONNECTIONS.clear()  # sessions set ef_search once; set it again
+        timings: dict[str, list[float]] = {"vector": [], "keyword": [], "hybrid": []}
+        recalls, recalls_ann = [], []
+        for query, vector, exact in zip(queries, vectors, exacts, strict=True):
+            started = time.perf_counter()
+            # As search() takes them: CANDIDATES_PER_SEARCH from the index (relaxed order), best 10 of those.
+            candidates = services.vector_search(chunks, model, vector, services.CANDIDATES_PER_SEARCH)
+            timings["vector"].append((time.perf_counter() - started) * 1000)
+            approximate = sorted(candidates, key=lambda hit: -hit[1])[:10]
+            # Near-copies can tie: an approximate hit as close as the exact 10th is a correct one.
+            tenth = min((similarity for _, similarity in exact), default=1.0) - 1e-6
+            recalls.append(sum(1 for _, similarity in approximate if similarity >= tenth) / max(1, len(exact)))
+            # ann-benchmarks' k-nn recall counts a hit within 1e-3 of the exact 10th distance (about
+            # half precision's resolution); reported beside the strict figure, not instead of it.
+            recalls_ann.append(
+                sum(1 for _, similarity in approximate if similarity >= tenth - 1e-3) / max(1, len(exact))
+            )
 
-    for kind, samples in timings.items():
-        emit(metric=f"{kind}_search", chunks=n, vectors=vectors_kind, queries=len(queries), **percentiles(samples))
-    recall = round(sum(recalls) / len(recalls), 4)
-    emit(metric="hnsw_recall_at_10", chunks=n, vectors=vectors_kind, recall=recall)
-    hybrid = percentiles(timings["hybrid"])
-    emit(
-        bench="search",
-        chunks=n,
-        hybrid_p50_ms=hybrid["p50_ms"],
-        hybrid_p95_ms=hybrid["p95_ms"],
-        recall_at_10=recall,
-        recall_at_10_within_1e3=round(sum(recalls_ann) / len(recalls_ann), 4),
-        vector_p95_ms=percentiles(timings["vector"])["p95_ms"],
-        keyword_p95_ms=percentiles(timings["keyword"])["p95_ms"],
-        keyword_top10_agreement_with_uncapped=(
-            round(sum(keyword_agreement) / len(keyword_agreement), 4) if keyword_agreement else None
-        ),
-        ef_search=settings.DOCENT_HNSW_EF_SEARCH,
-        queries=len(queries),
-        vectors=vectors_kind,
-        text=text_kind,
-        cpus=os.cpu_count(),
-        load_average=round(os.getloadavg()[0], 2),
-    )
+            started = time.perf_counter()
+            services.keyword_search(chunks, query, 10)
+            timings["keyword"].append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            services.search(bot, query, k=10)  # includes embedding the question
+            timings["hybrid"].append((time.perf_counter() - started) * 1000)
+
+        for kind, samples in timings.items():
+            emit(
+                metric=f"{kind}_search",
+                chunks=n,
+                vectors=vectors_kind,
+                ef_search=ef_search,
+                queries=len(queries),
+                **percentiles(samples),
+            )
+        recall = round(sum(recalls) / len(recalls), 4)
+        emit(metric="hnsw_recall_at_10", chunks=n, vectors=vectors_kind, ef_search=ef_search, recall=recall)
+        hybrid = percentiles(timings["hybrid"])
+        emit(
+            bench="search",
+            chunks=n,
+            hybrid_p50_ms=hybrid["p50_ms"],
+            hybrid_p95_ms=hybrid["p95_ms"],
+            recall_at_10=recall,
+            recall_at_10_within_1e3=round(sum(recalls_ann) / len(recalls_ann), 4),
+            vector_p95_ms=percentiles(timings["vector"])["p95_ms"],
+            keyword_p95_ms=percentiles(timings["keyword"])["p95_ms"],
+            keyword_top10_agreement_with_uncapped=(
+                round(sum(keyword_agreement) / len(keyword_agreement), 4) if keyword_agreement else None
+            ),
+            ef_search=ef_search,
+            queries=len(queries),
+            warm_up_queries=len(warm_up),
+            warm_up_seconds=round(warm_up_seconds, 1),
+            shared_buffers=_setting("shared_buffers"),
+            vectors=vectors_kind,
+            text=text_kind,
+            cpus=os.cpu_count(),
+            load_average=round(os.getloadavg()[0], 2),
+        )
+
+
+def _setting(name: str) -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW {name}")
+        return cursor.fetchone()[0]
 
 
 def first_token(bot, queries: list[str], n: int) -> None:
@@ -385,6 +423,15 @@ def main() -> None:
     parser.add_argument("--no-first-token", action="store_true", help="skip the time-to-first-token lines")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic bots afterwards")
     parser.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="+",
+        help="HNSW ef_search values to measure, one line each (default: DOCENT_HNSW_EF_SEARCH)",
+    )
+    parser.add_argument(
+        "--warm-up", type=int, default=50, help="other questions searched before timing (a server in use)"
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="measure a bot kept by an earlier --keep run of the same --n (no build)"
     )
     args = parser.parse_args()
@@ -392,6 +439,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -403,12 +451,15 @@ def main() -> None:
         else:
             bot, sample = build(n, args.random_vectors, rng, text=args.text, embedded=args.embedded)
         if args.text == "zipf":
-            queries = ZipfText(seed=1).questions(sample, args.queries, rng)
+            # Fixed seeds: a --reuse run asks the same questions as the build run did.
+            queries = ZipfText(seed=1).questions(sample, args.queries, random.Random(7))
+            warm_up = ZipfText(seed=2).questions(sample, args.warm_up, random.Random(8))
             text_kind = "Zipfian words of the model vocabulary, 40-90 words a chunk"
         else:
             queries = [
                 f"Which {rng.choice(TOPICS)} rules apply to {rng.choice(OBJECTS)}?" for _ in range(args.queries // 2)
             ] + [text.split(" in section ")[1].split(".")[0] for text in rng.sample(sample, args.queries // 2)]
+            warm_up = [f"Which {rng.choice(TOPICS)} rules apply to {rng.choice(OBJECTS)}?" for _ in range(args.warm_up)]
             text_kind = "policy sentences of a 32-word vocabulary"
         if args.random_vectors:
             vectors_kind = "random unit vectors"
@@ -416,7 +467,8 @@ def main() -> None:
             vectors_kind = "all-MiniLM-L6-v2 embeddings of the chunks"
         else:
             vectors_kind = f"{args.embedded:,} all-MiniLM-L6-v2 embeddings, copied with noise of norm 0.5 beyond"
-        measure(bot, queries, n, vectors_kind, text_kind)
+        ef_values = args.ef_search or [int(settings.DOCENT_HNSW_EF_SEARCH)]
+        measure(bot, queries, n, vectors_kind, text_kind, ef_values, warm_up)
         if not args.no_first_token:
             first_token(bot, queries[:20], n)
         if not (args.keep or kept):

