@@ -160,6 +160,23 @@ def cached_embeddings(texts: list[str], embed_texts) -> np.ndarray:
     return vectors
 
 
+def cached_exact_top10(bot, queries: list[str], compute) -> list[list[tuple[int, float]]]:
+    """Exact top 10s of `queries` in `bot`, kept under $DOCENT_DATA_DIR/bench-cache for --reuse runs:
+    at a million chunks each is a scan of the whole table (seconds a question)."""
+    import hashlib
+
+    from django.conf import settings
+
+    key = hashlib.sha256(f"{bot.id}\x00{bot.name}\x00".encode() + "\x00".join(queries).encode()).hexdigest()[:24]
+    path = Path(settings.DATA_DIR) / "bench-cache" / f"exact-{key}.json"
+    if path.is_file():
+        return [[(int(i), float(s)) for i, s in hits] for hits in json.loads(path.read_text())]
+    exacts = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(exacts))
+    return exacts
+
+
 def emit(**figures) -> None:
     print(json.dumps(figures), flush=True)
 
@@ -295,7 +312,9 @@ def measure(
     for query in warm_up:
         services.search(bot, query, k=10)
     warm_up_seconds = time.perf_counter() - started
-    exacts = [services.vector_search(chunks, model, vector, 10, exact=True) for vector in vectors]
+    exacts = cached_exact_top10(
+        bot, queries, lambda: [services.vector_search(chunks, model, vector, 10, exact=True) for vector in vectors]
+    )
 
     keyword_agreement = []
     if n <= 200_000:  # how much the candidate cap changes the top 10 (exact BM25 scores every match)
