@@ -18,6 +18,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from bots.models import ApiToken, Bot, BotConfigVersion, BotShare, Conversation, Feedback, Message
+from config import metrics
 from documents import services as documents
 from evaluation import services as evaluation
 from retrieval import services as retrieval
@@ -587,6 +588,7 @@ def _produce_answer(question: Message):
     if not documents.documents_of_bots([conversation.bot]).exists():
         # Not "the documents don't cover it": there are none. Nothing was searched, so no trace.
         yield ChatEvent("token", NO_DOCUMENTS_ANSWER)
+        metrics.ANSWERS.labels("no_documents").inc()  # no trace to count it by (config.metrics.count_answer)
         with transaction.atomic():
             reply = Message.objects.create(
                 conversation=conversation, role=Message.Role.ASSISTANT, text=NO_DOCUMENTS_ANSWER, in_reply_to=question

@@ -70,11 +70,12 @@ HTTP_DURATION = Histogram(
 )
 ANSWERS = Counter(
     "docent_answers",
-    "Answers given to people (browser, API, /v1/) by outcome: answered, refused, or error (the LLM failed).",
+    "Answers given to people (browser, API, /v1/) by outcome: answered, refused, error (the LLM failed),"
+    " or no_documents (the bot has none yet, so nothing was searched).",
     ["outcome"],
     registry=REGISTRY,
 )
-for _outcome in ("answered", "refused", "error"):
+for _outcome in ("answered", "refused", "error", "no_documents"):
     ANSWERS.labels(_outcome)  # present at 0 before the first answer
 
 UNMATCHED_ROUTE = "unmatched"

@@ -126,6 +126,17 @@ def test_answers_are_counted_by_outcome(owner, bot, index_texts):
         assert value(after, counted, outcome=outcome) - value(before, counted, outcome=outcome) == 1, outcome
 
 
+@pytest.mark.django_db
+def test_a_reply_of_a_bot_without_documents_is_counted(owner, bot):
+    before = scrape()
+    _, reply = bots.ask(bot, owner, "When does the canteen open?")
+    assert reply.trace is None
+    after = scrape()
+    counted = "docent_answers_total"
+    assert value(after, counted, outcome="no_documents") - value(before, counted, outcome="no_documents") == 1
+    assert value(after, counted, outcome="refused") == value(before, counted, outcome="refused")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_worker_series_move_with_ingestion(owner, bot, celery_worker):
     before = scrape()
