@@ -79,8 +79,8 @@ def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
     Postgres ships with 128 MB of shared buffers, sized for the smallest machine. Vector
     search reads the HNSW index page by page (about 1.4 GB per million passages): a
     page in shared buffers costs a lookup, one in the OS cache a system call and an
-    eviction, which made searching a million passages several times slower (numbers in
-    platform/README.md). A quarter of RAM, between 128 MB and 8 GB, is what the Postgres
+    eviction, which made hybrid search over a million passages about twice as slow
+    (platform/README.md, "Shared buffers"). A quarter of RAM, between 128 MB and 8 GB, is what the Postgres
     documentation suggests for a server of its own; DOCENT_POSTGRES_SHARED_BUFFERS
     (for example "512MB") overrides it. Memory is only taken as pages are read.
     """
