@@ -175,9 +175,9 @@ def cached_embeddings(texts: list[str], embed_texts) -> np.ndarray:
     return vectors
 
 
-def cached_exact_top10(bot, queries: list[str], compute) -> list[list[tuple[int, float]]]:
-    """Exact top 10s of `queries` in `bot`, kept under $DOCENT_DATA_DIR/bench-cache for --reuse runs:
-    at a million chunks each is a scan of the whole table (seconds a question)."""
+def cached_exact_top10(bot, queries: list[str], compute, keep: bool) -> list[list[tuple[int, float]]]:
+    """Exact top 10s of `queries` in `bot`, kept under $DOCENT_DATA_DIR/bench-cache for --reuse runs
+    when the bot is kept (`keep`): at a million chunks each is a scan of the whole table."""
     import hashlib
 
     from django.conf import settings
@@ -187,8 +187,9 @@ def cached_exact_top10(bot, queries: list[str], compute) -> list[list[tuple[int,
     if path.is_file():
         return [[(int(i), float(s)) for i, s in hits] for hits in json.loads(path.read_text())]
     exacts = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(exacts))
+    if keep:  # a bot deleted after the run would only leave a file nobody reads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(exacts))
     return exacts
 
 
@@ -308,7 +309,14 @@ def kept_bot(n: int):
 
 
 def measure(
-    bot, queries: list[str], n: int, vectors_kind: str, text_kind: str, ef_values: list[int], warm_up: list[str]
+    bot,
+    queries: list[str],
+    n: int,
+    vectors_kind: str,
+    text_kind: str,
+    ef_values: list[int],
+    warm_up: list[str],
+    kept: bool,
 ) -> None:
     """Time vector, keyword and hybrid search and HNSW recall@10, at each ef_search of `ef_values`.
 
@@ -329,7 +337,10 @@ def measure(
         services.search(bot, query, k=10)
     warm_up_seconds = time.perf_counter() - started
     exacts = cached_exact_top10(
-        bot, queries, lambda: [services.vector_search(chunks, model, vector, 10, exact=True) for vector in vectors]
+        bot,
+        queries,
+        lambda: [services.vector_search(chunks, model, vector, 10, exact=True) for vector in vectors],
+        keep=kept,
     )
 
     keyword_agreement = []
@@ -529,7 +540,7 @@ def main() -> None:
         else:
             vectors_kind = f"{args.embedded:,} all-MiniLM-L6-v2 embeddings, copied with noise of norm 0.5 beyond"
         ef_values = args.ef_search or [int(settings.DOCENT_HNSW_EF_SEARCH)]
-        measure(bot, queries, n, vectors_kind, text_kind, ef_values, warm_up)
+        measure(bot, queries, n, vectors_kind, text_kind, ef_values, warm_up, kept=bool(args.keep or kept))
         if not args.no_first_token:
             first_token(bot, queries[:20], n)
         if not (args.keep or kept):
