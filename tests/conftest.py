@@ -138,6 +138,10 @@ class Worker:
             time.sleep(0.2)
 
     @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
     def log(self) -> str:
         """What the worker started last has logged so far."""
         return (self.log_dir / f"worker-{self.starts}.log").read_text(errors="replace")
@@ -158,8 +162,8 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """One worker for the session, started on first use; tests may kill and restart it."""
+def session_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One worker process for the session, started on first use (through celery_worker)."""
     from django.conf import settings
     from django.db import connection
 
@@ -179,9 +183,22 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         "DOCENT_SENTENCE_FILL_SECONDS": "3600",
     }
     worker = Worker(env, tmp_path_factory.mktemp("worker"))
-    worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def celery_worker(session_worker):
+    """The session's worker, running; tests may kill and restart it.
+
+    A test may also leave it stopped (to keep messages waiting, or to make way for another
+    worker): it is started again here, by the next test that needs it. Restarting it in the
+    stopping test's own teardown raced that test's database flush: the new beat's first
+    sweep and the flush's TRUNCATE could deadlock.
+    """
+    if not session_worker.running:
+        session_worker.start()
+    return session_worker
 
 
 def wait_until_final(document_id: int, timeout: float = 120):

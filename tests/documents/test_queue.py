@@ -141,12 +141,13 @@ def test_deleting_a_document_mid_ingestion_stops_its_task_quietly(celery_worker,
 
 @pytest.fixture
 def stopped_worker(celery_worker):
-    """No worker takes messages: whatever is queued stays in the broker for the test to count."""
+    """No worker takes messages: whatever is queued stays in the broker for the test to count.
+
+    The next test that needs the worker starts it again (conftest's celery_worker)."""
     celery_worker.stop()
     purge_ingest_queue()
     yield
     purge_ingest_queue()  # the rows these messages name are gone with the test
-    celery_worker.start()
 
 
 @pytest.mark.django_db(transaction=True)

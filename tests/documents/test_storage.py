@@ -53,7 +53,9 @@ def stored_keys(client) -> list[str]:
 
 @pytest.fixture
 def s3_worker(celery_worker, s3_server, tmp_path):
-    """The session's worker makes way for one configured for the bucket, as DOCENT_S3_* configure it."""
+    """The session's worker makes way for one configured for the bucket, as DOCENT_S3_* configure it.
+
+    The next test that needs the session's worker starts it again (conftest's celery_worker)."""
     env = {**celery_worker.env, **CREDENTIALS, "DOCENT_S3_BUCKET": BUCKET, "DOCENT_S3_ENDPOINT_URL": s3_server}
     worker = Worker(env, tmp_path)
     celery_worker.stop()
@@ -62,7 +64,6 @@ def s3_worker(celery_worker, s3_server, tmp_path):
         yield worker
     finally:
         worker.stop()
-        celery_worker.start()
 
 
 @pytest.mark.slow
