@@ -44,6 +44,13 @@ def update_bot(request, bot_id: int, payload: schemas.BotPatch):
     return services.update_bot(bot, request.user, changes)
 
 
+@router.delete("/bots/{bot_id}", response={204: None})
+def delete_bot(request, bot_id: int):
+    """Delete the bot with its documents, conversations, traces and test sets: owner or admin only (403)."""
+    services.delete_bot(request.user, services.get_bot(request.user, pk=bot_id))
+    return Status(204, None)
+
+
 @router.post(
     "/bots/{bot_id}/documents",
     response={202: list[schemas.UploadOut], frozenset({409, 413, 415, 422, 507}): schemas.UploadErrorOut},

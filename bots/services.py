@@ -76,6 +76,28 @@ def can_edit(user, bot: Bot) -> bool:
     return Bot.objects.editable_by(user).filter(pk=bot.pk).exists()
 
 
+def can_delete(user, bot: Bot) -> bool:
+    """Only a bot's owner or an admin may delete it: an editor shares the work, not the decision to discard it."""
+    return user.is_superuser or bot.owner_id == user.pk
+
+
+def delete_bot(user, bot: Bot) -> int:
+    """Delete `bot` with everything that belongs to it; returns how many documents it had.
+
+    Its documents, passages, conversations, traces, shares, test sets, runs and
+    fine-tunes go with it by cascade, and its stored files once that commits. Anyone
+    who may see the bot but not delete it gets PermissionDenied with the reason.
+    """
+    if not can_delete(user, bot):
+        raise PermissionDenied("Only the bot's owner or an admin can delete it.")
+    with transaction.atomic():
+        # Locks the row: an upload or settings change waiting on it finds the bot gone.
+        Bot.objects.select_for_update().filter(pk=bot.pk).first()
+        document_count = documents.delete_files_with_bot(bot)
+        Bot.objects.filter(pk=bot.pk).delete()
+    return document_count
+
+
 def get_document(user, pk: int):
     """A document of a bot `user` may edit; Http404 otherwise.
 

@@ -17,6 +17,7 @@ urlpatterns = [
     path("bots/<slug:slug>/knowledge/table/", views.documents_table, name="documents-table"),
     path("bots/<slug:slug>/documents/", views.upload, name="upload"),
     path("bots/<slug:slug>/settings/", views.bot_settings, name="settings"),
+    path("bots/<slug:slug>/delete/", views.bot_delete, name="delete"),
     path("bots/<slug:slug>/traces/", views.bot_traces, name="traces"),
     path("bots/<slug:slug>/sharing/", views.bot_sharing, name="sharing"),
     path("bots/<slug:slug>/sharing/<int:share_id>/remove/", views.bot_unshare, name="unshare"),

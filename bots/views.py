@@ -215,12 +215,35 @@ def bot_settings(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         else:
             request.session["settings_saved"] = _saved_message(bot, before)
             return redirect("bots:settings", bot.slug)
+    return _settings_page(request, bot, form)
+
+
+def _settings_page(request: HtmxHttpRequest, bot: Bot, form: BotSettingsForm, delete_error: str = "") -> HttpResponse:
     context = _bot_context(request, bot, "settings") | {
         "form": form,
         "saved": request.session.pop("settings_saved", "") if request.method == "GET" else "",
         "history": services.settings_history(bot, BotSettingsForm.base_fields),
+        "can_delete": services.can_delete(request.user, bot),
+        "delete_error": delete_error,
     }
-    return render(request, "bots/bot_settings.html", context)
+    return render(request, "bots/bot_settings.html", context, status=400 if delete_error else 200)
+
+
+@login_required
+@require_POST
+def bot_delete(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Delete the bot once its name is typed back (the settings tab's last section)."""
+    bot = services.get_editable_bot(request.user, slug=slug)
+    if not services.can_delete(request.user, bot):
+        raise PermissionDenied("Only the bot's owner or an admin can delete it.")
+    if request.POST.get("confirm_name", "").strip() != bot.name:
+        form = BotSettingsForm(instance=Bot.objects.get(pk=bot.pk))
+        return _settings_page(request, bot, form, "Nothing was deleted: type the bot's name exactly as shown.")
+    document_count = services.delete_bot(request.user, bot)
+    messages.success(
+        request, f"Deleted “{bot.name}” with its {document_count} document{'s' if document_count != 1 else ''}."
+    )
+    return redirect("bots:list")
 
 
 def _saved_message(bot: Bot, version_before: int) -> str:

@@ -1422,6 +1422,20 @@ def delete_document(document: Document) -> None:
             transaction.on_commit(functools.partial(stored.delete, save=False), robust=True)
 
 
+def delete_files_with_bot(bot) -> int:
+    """Delete the stored files of every document of `bot` once the caller's transaction commits.
+
+    For deleting a whole bot: its rows go with it by cascade, and the files are what
+    would stay behind. Call it inside the transaction that deletes the bot. Returns
+    how many documents the bot had.
+    """
+    versions = DocumentVersion.objects.filter(document__bot=bot).only("file")
+    for version in versions.iterator(chunk_size=2000):
+        if version.file:
+            transaction.on_commit(functools.partial(version.file.delete, save=False), robust=True)
+    return Document.objects.filter(bot=bot).count()
+
+
 # --- Lookups for the application layer ---------------------------------------------------
 
 

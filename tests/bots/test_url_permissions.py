@@ -53,6 +53,8 @@ WEB = {
     "bots:settings": ("get", "/bots/{slug}/settings/", None, EDITORS),
     "bots:traces": ("get", "/bots/{slug}/traces/", None, EDITORS),
     "bots:sharing": ("get", "/bots/{slug}/sharing/", None, EDITORS),
+    # An empty confirmation deletes nothing: 400 for those who could delete, 403 for an editor.
+    "bots:delete": ("post", "/bots/{slug}/delete/", {}, {"owner": 400, "editor": 403, "user": 404, "outsider": 404}),
     "bots:unshare": ("post", "/bots/{slug}/sharing/{share}/remove/", {}, redirects(EDITORS)),
     "bots:quality": ("get", "/bots/{slug}/quality/", None, EDITORS),
     "bots:runs-table": ("get", "/bots/{slug}/quality/runs/", None, EDITORS),
@@ -108,6 +110,7 @@ API = {
     "api:list_bots": ("get", "/api/v1/bots", None, {role: 200 for role in ROLES}),
     "api:get_bot": ("get", "/api/v1/bots/{bot}", None, CHATTERS),
     "api:update_bot": ("patch", "/api/v1/bots/{bot}", {"top_k": 4}, EDITORS),
+    "api:delete_bot": ("delete", "/api/v1/bots/{bot}", None, {"owner": 204, "editor": 403, "user": 403, "outsider": 404}),
     "api:upload_documents": ("post-file", "/api/v1/bots/{bot}/documents", None, created(EDITORS, 202)),
     "api:list_documents": ("get", "/api/v1/bots/{bot}/documents", None, EDITORS),
     "api:get_document": ("get", "/api/v1/documents/{document}", None, EDITORS),
