@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import kombu.exceptions
+import structlog
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
@@ -780,7 +781,7 @@ class _Turn:
             return  # another encoder: its own turn will come
         self.served.append(version.id)
         self._served_documents.append(document_id)
-        with _on_its_own(version.id):
+        with _on_its_own(version):
             prepared = self._prepare(version)
             if prepared is not None:
                 self._model = model
@@ -857,7 +858,7 @@ class _Turn:
                 prepared = by_version[version_id]
                 prepared.left = max(0, prepared.left - count)
                 if prepared.left:
-                    with _on_its_own(version_id):
+                    with _on_its_own(prepared.version):
                         if not prepared.shows_progress:
                             prepared.progress.embedding(prepared.total, prepared.total - prepared.left - count)
                             prepared.shows_progress = True
@@ -870,7 +871,7 @@ class _Turn:
         except Exception:
             logger.exception("Activating %d documents together failed; one by one instead", len(finished))
             for prepared in finished:
-                with _on_its_own(prepared.version.id):
+                with _on_its_own(prepared.version):
                     activate(prepared.version, prepared.index_version)
 
 
@@ -923,22 +924,25 @@ def _activate_together(finished: list[_Prepared]) -> None:
 
 
 @contextlib.contextmanager
-def _on_its_own(version_id: int) -> Iterator[None]:
+def _on_its_own(version: DocumentVersion) -> Iterator[None]:
     """Work on one document of a turn: its failure is its own, the turn goes on with the others.
 
     Deleted meanwhile: it drops out quietly (_stop_if_deleted). A bug: it fails with
     INTERNAL_ERROR (logged with its traceback). A lost database connection or broker is
-    everyone's: it ends the turn, for Celery to retry, naming this document.
+    everyone's: it ends the turn, for Celery to retry, naming this document. Lines logged
+    meanwhile carry the document's and its bot's ids (a turn serves several documents).
     """
-    try:
-        with _stop_if_deleted(version_id):
-            yield
-    except TRANSIENT_ERRORS as exc:
-        exc.ingest_version_id = version_id  # type: ignore[attr-defined]
-        raise
-    except Exception:
-        logger.exception("Ingesting document version %s failed", version_id)
-        fail_internal(version_id)
+    version_id = version.id
+    with structlog.contextvars.bound_contextvars(document_id=version.document_id, bot_id=version.document.bot_id):
+        try:
+            with _stop_if_deleted(version_id):
+                yield
+        except TRANSIENT_ERRORS as exc:
+            exc.ingest_version_id = version_id  # type: ignore[attr-defined]
+            raise
+        except Exception:
+            logger.exception("Ingesting document version %s failed", version_id)
+            fail_internal(version_id)
 
 
 def _past(deadline: float | None) -> bool:

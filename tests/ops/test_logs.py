@@ -73,3 +73,31 @@ def test_the_request_id_travels_into_the_task_the_request_enqueues(owner, bot, c
     assert lines, "no worker log line carries the request id"
     assert {line["task_name"] for line in lines} == {"documents.tasks.ingest"}
     assert all(line["task_id"] for line in lines)
+
+
+@pytest.mark.django_db
+def test_lines_logged_while_the_worker_handles_a_document_name_it_and_its_bot(bot, index_texts):
+    from documents import services
+    from documents.models import DocumentVersion
+
+    index_texts(bot, {"menu.txt": "Soup on Mondays."})
+    version = DocumentVersion.objects.select_related("document").get(document__bot=bot)
+    spec = dict(logs.formatters()["json"])
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(spec.pop("()")(**spec))
+    logger = logging.getLogger("documents.services")
+    logger.addHandler(handler)
+    try:
+        with services._on_its_own(version):
+            logger.warning("Parsing a page")
+        with services._on_its_own(version):
+            raise RuntimeError("a bug")  # logged with its traceback
+        logger.warning("Between turns")
+    finally:
+        logger.removeHandler(handler)
+
+    parsing, failed, between = json_lines(handler.stream.getvalue())
+    for line in (parsing, failed):
+        assert (line["document_id"], str(line["bot_id"])) == (version.document_id, str(bot.id)), line
+    assert "failed" in failed["event"] and "a bug" in failed["exception"]
+    assert "document_id" not in between and "bot_id" not in between
