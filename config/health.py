@@ -46,6 +46,9 @@ def readyz(request):
         result["ms"] = round((time.perf_counter() - started) * 1000, 1)
         checks[name] = result
     ready = all(result["status"] == "ok" for result in checks.values())
+    if not ready:
+        failed = [f"{name}: {result['reason']}" for name, result in checks.items() if result["status"] != "ok"]
+        logger.warning("Not ready: %s", "; ".join(failed))
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
 

