@@ -3,6 +3,7 @@
 import io
 import random
 import time
+import zipfile
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -219,6 +220,26 @@ def test_ingest_command_shows_progress_and_a_summary(bot, capsys):
     assert "1 failed, 1 ready" in summary
     assert "Ingesting into" in capsys.readouterr().err  # tqdm's progress bar
     assert Document.objects.get(bot=bot, filename="canteen.txt").chunk_count >= 1
+
+
+@pytest.mark.django_db
+def test_ingest_command_unpacks_archives_as_an_upload_does(bot, tmp_path):
+    archive = tmp_path / "handbooks.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("hr/canteen.txt", fixture_bytes("canteen.txt"))
+        zipped.writestr("hr/onboarding.md", fixture_bytes("onboarding.md"))
+        zipped.writestr("hr/logo.png", fixture_bytes("pixel.png"))
+    (tmp_path / "photo.png").write_bytes(fixture_bytes("pixel.png"))
+    out = io.StringIO()
+    call_command("ingest", bot.slug, str(tmp_path), stdout=out)
+    summary = out.getvalue()
+    assert Document.objects.filter(bot=bot, status="ready").count() == 2
+    names = set(Document.objects.filter(bot=bot).values_list("filename", flat=True))
+    assert all(name.endswith(("canteen.txt", "onboarding.md")) for name in names) and len(names) == 2
+    lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
+    assert "unpacked" in lines["handbooks.zip"] and "logo.png" in lines["handbooks.zip"]
+    assert "refused" in lines["photo.png"]
+    assert summary.rstrip().endswith("2 ready, 1 refused, 1 unpacked")
 
 
 @pytest.mark.django_db

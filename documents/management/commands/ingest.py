@@ -1,14 +1,25 @@
 """Ingest files or folders into a bot from the command line, through the same pipeline as uploads."""
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from bots.models import Bot
 from documents import services
-from documents.models import Document
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the summary: a document, a file that was refused, or an archive that was unpacked."""
+
+    name: str
+    status: str
+    chunks: str = "-"
+    reason: str = ""
 
 
 class Command(BaseCommand):
@@ -28,12 +39,12 @@ class Command(BaseCommand):
         files = sorted(self.expand(paths))
         if not files:
             raise CommandError("No files found at the given paths.")
-        results: list[tuple[str, Document | None, str]] = []
+        rows: list[Row] = []
         with tqdm(files, unit="file", desc=f"Ingesting into {bot.slug}") as bar:
             for path in bar:
                 bar.set_postfix_str(path.name[:40])
-                results.append(self.ingest_one(bot, path, queue))
-        self.summarize(results)
+                rows.extend(self.ingest_one(bot, path, queue))
+        self.summarize(rows)
 
     def expand(self, paths: list[Path]):
         for path in paths:
@@ -44,29 +55,37 @@ class Command(BaseCommand):
             else:
                 raise CommandError(f"{path} does not exist.")
 
-    def ingest_one(self, bot: Bot, path: Path, queue: bool) -> tuple[str, Document | None, str]:
+    def ingest_one(self, bot: Bot, path: Path, queue: bool) -> list[Row]:
+        """The file as an upload takes it: a ZIP archive gives a row for itself and one per file in it."""
         try:
             with open(path, "rb") as handle:
-                upload = services.add_document(bot, File(handle, name=path.name), enqueue=queue)
+                upload = UploadedFile(handle, name=path.name, size=path.stat().st_size)
+                results = services.add_documents(bot, [upload], enqueue=queue)
+        except services.NothingStored as exc:
+            return [Row(refusal.filename, "refused", reason=refusal.reason) for refusal in exc.refused]
         except services.UploadRefused as exc:
-            return path.name, None, str(exc)
-        if upload.unchanged:
-            return path.name, upload.document, "unchanged"
-        if not queue:
-            services.ingest_version(upload.document.current_version_id)
-        upload.document.refresh_from_db()
-        return path.name, upload.document, ""
+            return [Row(path.name, "refused", reason=str(exc))]
+        rows = []
+        for result in results:
+            if isinstance(result, services.Refused):
+                rows.append(Row(result.filename, "refused", reason=result.reason))
+            elif isinstance(result, services.Unpacked):
+                rows.append(Row(result.archive, "unpacked", reason=result.message))
+            else:
+                document = result.document
+                if not result.unchanged and not queue:
+                    services.ingest_version(document.current_version_id)
+                document.refresh_from_db()
+                reason = document.error or ("unchanged" if result.unchanged else "")
+                rows.append(Row(document.filename, document.status, str(document.chunk_count), reason))
+        return rows
 
-    def summarize(self, results) -> None:
-        width = max(len(name) for name, _, _ in results)
+    def summarize(self, rows: list[Row]) -> None:
+        width = max(len(row.name) for row in rows)
         self.stdout.write("")
         self.stdout.write(f"{'file'.ljust(width)}  {'status':9}  {'chunks':>6}  reason")
-        counts: dict[str, int] = {}
-        for name, document, note in results:
-            status = document.status if document else "refused"
-            counts[status] = counts.get(status, 0) + 1
-            chunks = str(document.chunk_count) if document else "-"
-            reason = (document.error if document else "") or note
-            self.stdout.write(f"{name.ljust(width)}  {status:9}  {chunks:>6}  {reason}")
+        for row in rows:
+            self.stdout.write(f"{row.name.ljust(width)}  {row.status:9}  {row.chunks:>6}  {row.reason}")
+        counts = Counter(row.status for row in rows)
         self.stdout.write("")
         self.stdout.write(", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
