@@ -1128,7 +1128,13 @@ def _locator(version: DocumentVersion):
     if kind == "pdf":
         return lambda draft: f"page {draft.page}" if draft.page else ""
     if kind == "csv":
-        return _CsvRows(Page.objects.filter(version=version, number=1).values_list("text", flat=True).first() or "")
+        text = Page.objects.filter(version=version, number=1).values_list("text", flat=True).first() or ""
+        try:
+            with local_copy(version.file) as path:
+                numbers = parsers.spreadsheet_rows(path, version.document.filename)
+        except (OSError, ValueError, parsers.ParseError):
+            numbers = []  # then counted from the text, as if the file had no blank rows
+        return _CsvRows(text, numbers)
     return lambda draft: draft.heading_path
 
 
@@ -1145,13 +1151,17 @@ def _format_of(version: DocumentVersion) -> str:
 class _CsvRows:
     """Row numbers of the chunks of a CSV document, whose page text has one data row per paragraph (parsers.csv_text).
 
-    Chunks come in order and each lies at or after the previous one's start, so each is
-    looked for from there: finding it is cheap even in a file of a million rows.
+    `numbers` gives each paragraph's row as a spreadsheet shows the file (parsers.spreadsheet_rows:
+    blank rows and rows above the header count); without it, the header is taken as row 1
+    and the data rows as following it without gaps. Chunks come in order and each lies at or
+    after the previous one's start, so each is looked for from there: finding it is cheap
+    even in a file of a million rows.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, numbers: list[int] | None = None) -> None:
         self.text = text
         self.row_starts = [0] + [match.end() for match in re.finditer(r"\n\n", text)]
+        self.numbers = numbers if numbers and len(numbers) == len(self.row_starts) else None
         self.cursor = 0
 
     def __call__(self, draft) -> str:
@@ -1160,9 +1170,12 @@ class _CsvRows:
             return ""
         self.cursor = start
         end = start + max(len(draft.text) - 1, 0)
-        # +2: the header is row 1, the first data row row 2.
-        first, last = (bisect.bisect_right(self.row_starts, offset) + 1 for offset in (start, end))
+        first, last = (self._row(bisect.bisect_right(self.row_starts, offset) - 1) for offset in (start, end))
         return f"row {first}" if first == last else f"rows {first}–{last}"
+
+    def _row(self, paragraph: int) -> int:
+        # Without numbers: the header is row 1, the first data row (paragraph 0) row 2.
+        return self.numbers[paragraph] if self.numbers else paragraph + 2
 
 
 def _too_many_passages(version: DocumentVersion, limit: int, chars_chunked: int, overlap_share: float) -> str:

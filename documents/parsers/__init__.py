@@ -28,8 +28,8 @@ from documents.parsers.common import (
     text_plausibility,
     zip_over_limit,
 )
-from documents.parsers.csv import csv_text
-from documents.parsers.dispatch import SUPPORTED_DESCRIPTION, page_count, parse, sniff_kind
+from documents.parsers.csv import csv_row_numbers, csv_text
+from documents.parsers.dispatch import SUPPORTED_DESCRIPTION, page_count, parse, sniff_kind, spreadsheet_rows
 from documents.parsers.docx import DAMAGED_DOCX, docx_text
 from documents.parsers.html import decode_html, html_to_text, visible_text
 from documents.parsers.markdown import markdown_text
@@ -45,6 +45,7 @@ __all__ = [
     "ZipLimits",
     "ZipOverLimit",
     "declares_too_many_entries",
+    "csv_row_numbers",
     "csv_text",
     "decode_html",
     "decode_text",
@@ -60,6 +61,7 @@ __all__ = [
     "parse_pdf",
     "readable_part",
     "sniff_kind",
+    "spreadsheet_rows",
     "text_plausibility",
     "zip_over_limit",
     "visible_text",

@@ -27,45 +27,64 @@ MAX_CSV_TEXT_CHARS = 50_000_000
 def csv_text(text: str, tab_separated: bool = False) -> str:
     """Rows as "column: value; column: value" lines, blank line between rows, named by the header row.
 
-    Empty values are left out. The delimiter is sniffed (comma, semicolon, tab or bar).
+    Empty values are left out, and so are rows without any value. The delimiter is
+    sniffed (comma, semicolon, tab or bar).
     """
+    return "\n\n".join(line for _, line in _data_rows(text, tab_separated))
+
+
+def csv_row_numbers(text: str, tab_separated: bool = False) -> list[int]:
+    """The spreadsheet row number of each paragraph of csv_text(text), as a spreadsheet shows the file.
+
+    Row 1 is the file's first record (usually the header). A blank row, or one without
+    any value, has a number but no paragraph, so after one the paragraphs' numbers skip it.
+    """
+    return [number for number, _ in _data_rows(text, tab_separated)]
+
+
+def _data_rows(text: str, tab_separated: bool) -> Iterator[tuple[int, str]]:
+    """(spreadsheet row number, "column: value; ..." line) of each data row that has a value."""
     delimiter = _csv_delimiter(text, tab_separated)
     reader = _CsvRows(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter))
+    rows = 0
+    length = 0
     try:
         header = next((row for row in reader if any(cell.strip() for cell in row)), None)
         if header is None:
             raise ParseError("The file is empty.")
         names = [" ".join(name.split()) or f"column {index + 1}" for index, name in enumerate(header)]
-        rows = []
-        length = 0
         for row in reader:
             pairs = [
                 f"{name or f'column {index + 1}'}: {' '.join(value.split())}"
                 for index, (name, value) in enumerate(zip_longest(names, row, fillvalue=""))
                 if value.strip()
             ]
-            if pairs:
-                rows.append("; ".join(pairs))
-                length += len(rows[-1])
+            if not pairs:
+                continue
+            line = "; ".join(pairs)
+            length += len(line)
             if length > MAX_CSV_TEXT_CHARS:
                 raise ParseError(
                     f"With each value labelled by its column name, this CSV file makes more than "
                     f"{MAX_CSV_TEXT_CHARS // 1_000_000:,} million characters of text, more than Docent indexes from "
                     "one file. Split it into smaller files (fewer rows or columns) and upload them."
                 )
+            rows += 1
+            yield reader.records, line
     except csv.Error as exc:
         raise ParseError(_csv_problem(exc, text, reader.start)) from exc
     if not rows:
         raise ParseError("This CSV file has a header row but no data rows.")
-    return "\n\n".join(rows)
 
 
 class _CsvRows:
-    """A csv reader's rows that remember the line the row being read starts on, for error messages."""
+    """A csv reader's rows that remember the line the row being read starts on (for error messages)
+    and count the records read so far (a spreadsheet's row number: a quoted cell may span lines)."""
 
     def __init__(self, reader: _csv.Reader) -> None:
         self.reader = reader
         self.start = 1
+        self.records = 0
 
     def __iter__(self) -> Iterator[list[str]]:
         while True:
@@ -74,6 +93,7 @@ class _CsvRows:
                 row = next(self.reader)
             except StopIteration:
                 return
+            self.records += 1
             yield row
 
 

@@ -21,7 +21,7 @@ from documents.parsers.common import (
     ParseError,
     ZipLimits,
 )
-from documents.parsers.csv import csv_text
+from documents.parsers.csv import csv_row_numbers, csv_text
 from documents.parsers.docx import docx_text
 from documents.parsers.html import decode_html, html_to_text
 from documents.parsers.markdown import markdown_text
@@ -59,7 +59,7 @@ def parse(path: Path, filename: str, zip_limits: ZipLimits | None = None) -> Ite
     elif kind == "html":
         text = html_to_text(decode_html(path.read_bytes()))
     elif kind == "csv":
-        text = csv_text(decode_text(path.read_bytes()), tab_separated=Path(filename).suffix.lower() == ".tsv")
+        text = csv_text(decode_text(path.read_bytes()), tab_separated=_is_tsv(filename))
     elif kind == "markdown":
         text = markdown_text(decode_text(path.read_bytes()))
     else:
@@ -67,6 +67,15 @@ def parse(path: Path, filename: str, zip_limits: ZipLimits | None = None) -> Ite
     if kind in ("docx", "html") and not text:
         raise ParseError("No text was found in this file; there is nothing to index.")
     yield ParsedPage(number=1, text=text)
+
+
+def spreadsheet_rows(path: Path, filename: str) -> list[int]:
+    """The spreadsheet row number of each paragraph parse() makes of this CSV file (csv_row_numbers)."""
+    return csv_row_numbers(decode_text(path.read_bytes()), tab_separated=_is_tsv(filename))
+
+
+def _is_tsv(filename: str) -> bool:
+    return Path(filename).suffix.lower() == ".tsv"
 
 
 def page_count(path: Path) -> int:

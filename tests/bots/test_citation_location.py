@@ -19,6 +19,12 @@ STAFF_CSV = "id,name,office,parking\n" + "".join(
     f"{row},Person {row},Office {row},{'Bay 7 in the basement garage' if row == 30 else 'none'}\n"
     for row in range(2, 42)
 )
+# The same with what a spreadsheet counts but the passages leave out: a blank line before
+# the header, blank rows, a row of empty cells, and a quoted cell spanning two lines (one row).
+GAPPY_CSV = "\nid,name,office,parking\n" + "".join(
+    "\n" if row % 7 == 0 else ",,,\n" if row % 11 == 0 else f'{row},Person {row},"Office\n{row}",none\n'
+    for row in range(3, 60)
+)
 BENEFITS_MD = """# Benefits
 
 Northwind looks after its people.
@@ -42,6 +48,7 @@ def library(bot, settings, tmp_path):
     files = {
         "handbook.pdf": fixture_bytes("handbook.pdf"),
         "staff.csv": STAFF_CSV.encode(),
+        "gappy.csv": GAPPY_CSV.encode(),
         "benefits.md": BENEFITS_MD.encode(),
         "intranet.html": fixture_bytes("intranet.html"),
     }
@@ -95,3 +102,13 @@ def test_passages_indexed_before_locations_were_stored_fall_back_to_a_pdfs_page_
     hits = owner_api.post(f"/api/v1/bots/{bot.id}/search", {"query": "parking"}, "application/json").json()
     locations = {hit["document_name"]: hit["location"] for hit in hits["results"]}
     assert locations == {"old.pdf": "page 4", "old.html": ""}
+
+
+def test_csv_row_numbers_count_the_rows_a_spreadsheet_shows_even_blank_ones(library):
+    passages = Chunk.objects.filter(document__filename="gappy.csv").order_by("ordinal")
+    assert passages.count() > 3
+    for passage in passages:
+        ids = [int(found) for found in re.findall(r"^id: (\d+);", passage.text, re.MULTILINE)]
+        numbers = re.fullmatch(r"rows? (\d+)(?:–(\d+))?", passage.location).groups()
+        first, last = int(numbers[0]), int(numbers[1] or numbers[0])
+        assert (first, last) == (ids[0], ids[-1]), passage.text

@@ -261,6 +261,15 @@ def test_csv_rows_become_lines_named_by_the_header():
     )
 
 
+def test_each_csv_paragraph_knows_the_row_a_spreadsheet_shows_it_on():
+    # people.csv's rows: header 1, José 2, Alice 3, an all-empty row 4, Bob 5.
+    text = (FIXTURES / "people.csv").read_bytes().decode("cp1252")
+    assert parsers.csv_row_numbers(text) == [2, 3, 5]
+    # A blank line above the header and a blank row count; a cell spanning two lines is one row.
+    assert parsers.csv_row_numbers('\nwho,what\nAda,"lunch\nthen a walk"\n\nBob,tea\n') == [3, 5]
+    assert parsers.spreadsheet_rows(FIXTURES / "people.csv", "people.csv") == [2, 3, 5]
+
+
 def test_tab_separated_utf16_files_are_read(tmp_path: Path):
     data = "city\tlimit\nLondon\t180\nParis\t170\n".encode("utf-16")
     (page,) = parse_bytes(tmp_path, "limits.tsv", data)
