@@ -1,6 +1,6 @@
 """Ingestion throughput through a real Celery worker, against the bare encoder on the same texts.
 
-Two figures, each ratio measured within this one run:
+Three figures, each ratio measured within this one run:
 
 - ingest_pdf: a 20-page text PDF (pages 17–36 of "Free Culture", ~2,200 characters
   each), `--pdf-copies` times under different names; chunks/s from enqueue until every
@@ -9,6 +9,9 @@ Two figures, each ratio measured within this one run:
 - ingest_small_docs: `--documents` NFCorpus abstracts (one short text file each, the
   "thousands of small files" case), stored with documents.services.add_documents;
   documents/s from enqueue until all are ready, against embed_texts on their chunk texts.
+- reindex_small_docs: then the bot's passage size is halved, which re-indexes every
+  document in the background; documents/s until the bot switches to the new passages,
+  against embed_texts on those passages.
 
 Ingestion runs in a separate `celery worker` process on the embedded broker (one pool
 process, as `make run` starts it), warmed up first so loading the model is not timed.
@@ -204,7 +207,34 @@ def bench_small_docs(worker: Worker, user, args) -> None:
     emit(bench="ingest_small_docs", documents=documents, chunks=chunks, seconds=round(seconds, 2),
          documents_per_s=round(documents / seconds, 2), bare_encoder_documents_per_s=round(documents / bare, 2),
          ratio=round(bare / seconds, 3))  # fmt: skip
+    reindex_small_docs(worker, user, bot, documents)
     bot.delete()
+
+
+def reindex_small_docs(worker: Worker, user, bot, documents: int) -> None:
+    """A chunking change re-indexes every document in the background: documents/s until the bot switches.
+
+    The progress bar counts passages embedded for the new settings; the documents switch together at the end.
+    """
+    from tqdm import tqdm
+
+    from bots.services import update_bot
+    from documents import services
+    from documents.models import Chunk
+
+    with tqdm(desc="reindex_small_docs", unit="passage", file=sys.stderr) as bar:
+        started = time.perf_counter()
+        bot = update_bot(bot, user, {"chunk_size_tokens": bot.chunk_size_tokens // 2})  # queues the re-index
+        embedded = Chunk.objects.filter(bot=bot, index_version=bot.index_version, embedding__isnull=False)
+        while services.reindex_progress(bot)[0] < documents:
+            bar.update(embedded.count() - bar.n)
+            worker.check_alive()
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
+    chunks, bare = bare_encode_seconds(bot)
+    emit(bench="reindex_small_docs", documents=documents, chunks=chunks, seconds=round(seconds, 2),
+         documents_per_s=round(documents / seconds, 2), bare_encoder_documents_per_s=round(documents / bare, 2),
+         ratio=round(bare / seconds, 3))  # fmt: skip
 
 
 def main() -> None:

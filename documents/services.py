@@ -1279,8 +1279,11 @@ def _reindex_locked(bot) -> None:
 
     bot_id = bot.id
     index_version = bot.index_version
+    batch_size = settings.DOCENT_EMBEDDING_BATCH_SIZE * 4
     documents = Document.objects.filter(bot=bot, status=Document.Status.READY, active_version__isnull=False)
-    prepared: list[DocumentVersion] = []
+    prepared: list[DocumentVersion] = []  # chunked and embedded, to switch to together
+    chunked: list[DocumentVersion] = []  # chunked, waiting for a full encoder batch of passages
+    waiting = 0  # their passages without an embedding
     for document in documents.select_related("active_version"):
         version = document.active_version
         if _is_indexed(document, version, index_version):
@@ -1299,16 +1302,60 @@ def _reindex_locked(bot) -> None:
                     Chunk.objects.filter(document=document).delete()
                     document.fail(f"Could not be re-indexed with the new settings: {exc}")
                     continue
-                embed_stage(version, bot, progress)
-                prepared.append(version)
+                chunked.append(version)
+                waiting += Chunk.objects.filter(version=version, index_version=index_version, embedding=None).count()
+        if waiting >= batch_size:
+            _embed_together(chunked, bot, batch_size)
+            prepared += chunked
+            chunked, waiting = [], 0
         if Bot.objects.filter(pk=bot_id, index_version__gt=index_version).exists():
             return
+    _embed_together(chunked, bot, batch_size)
+    prepared += chunked
     with transaction.atomic():
         if Bot.objects.select_for_update().filter(pk=bot_id, index_version__gt=index_version).exists():
             return
-        for version in prepared:
-            with contextlib.suppress(Document.DoesNotExist):  # deleted meanwhile
-                activate(version, index_version)
+        _switch_together(prepared, index_version)
+
+
+def _switch_together(versions: list[DocumentVersion], index_version: int) -> None:
+    """activate() for a re-index's documents in a handful of statements (in the caller's transaction).
+
+    A document superseded or deleted meanwhile is left out, as activate() would leave it.
+    """
+    locked = Document.objects.select_for_update().filter(pk__in=[v.document_id for v in versions]).order_by("pk")
+    documents = {document.pk: document for document in locked}
+    current_versions = {document.current_version_id for document in documents.values()}
+    current = [version for version in versions if version.id in current_versions]
+    if not current:
+        return
+    document_ids = [version.document_id for version in current]
+    version_ids = [version.id for version in current]
+    # The passages they answered from until now, and unfinished ones of their older versions.
+    Chunk.objects.filter(document_id__in=document_ids, is_active=True).delete()
+    Chunk.objects.filter(document_id__in=document_ids, is_active=False).exclude(version_id__in=version_ids).delete()
+    new = Chunk.objects.filter(version_id__in=version_ids, index_version=index_version)
+    counts = dict(new.values("version_id").annotate(count=Count("id")).values_list("version_id", "count"))
+    new.update(is_active=True)
+    for version in current:
+        documents[version.document_id].mark_ready(version, chunk_count=counts.get(version.id, 0))
+
+
+def _embed_together(versions: list[DocumentVersion], bot, batch_size: int) -> None:
+    """Embed the passages of several documents' versions in full encoder batches, across documents.
+
+    Re-indexing a bot of many small files one document at a time would give the encoder
+    two or three passages per call. A document deleted meanwhile took its passages along.
+    """
+    from retrieval.services import embed_texts, embedding_model_for
+
+    if not versions:
+        return
+    model = embedding_model_for(bot)
+    pending = Chunk.objects.filter(version__in=versions, index_version=bot.index_version, embedding=None)
+    while batch := list(pending.order_by("version_id", "ordinal").values_list("id", "text")[:batch_size]):
+        vectors = embed_texts([text for _, text in batch], model)
+        _store_embeddings([chunk_id for chunk_id, _ in batch], vectors, model.dimensions)
 
 
 def reindex_progress(bot) -> tuple[int, int]:

@@ -179,6 +179,34 @@ def test_changing_the_chunking_reindexes_in_the_background_and_switches_at_once(
     assert found["results"][0]["page"] == 3
 
 
+@pytest.mark.django_db
+def test_reindexing_many_small_documents_fills_each_encoder_batch_across_documents(bot, monkeypatch):
+    from retrieval import services as retrieval
+
+    notes = [f"Note {n}: the {WORDS[n % len(WORDS)]} key hangs in cabinet {n}." for n in range(40)]
+    for n, note in enumerate(notes):
+        added = services.add_document(bot, SimpleUploadedFile(f"note-{n}.txt", note.encode()), enqueue=False)
+        services.ingest_version(added.document.current_version_id)
+    bot.chunk_size_tokens, bot.index_version = 32, bot.index_version + 1
+    bot.save(update_fields=["chunk_size_tokens", "index_version"])
+
+    calls: list[int] = []
+    real_embed_texts = retrieval.embed_texts
+
+    def counting_embed_texts(texts, model=None):
+        calls.append(len(texts))
+        return real_embed_texts(texts, model)
+
+    monkeypatch.setattr(retrieval, "embed_texts", counting_embed_texts)
+    services.reindex_bot(bot.id)
+
+    assert services.reindex_progress(bot) == (40, 40)
+    assert sum(calls) == 40  # one passage each, every one embedded once
+    assert len(calls) == 1  # in one encoder call (a batch holds 128), not one per document
+    served = Chunk.objects.filter(bot=bot, is_active=True).values_list("text", flat=True)
+    assert sorted(served) == sorted(notes)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("celery_worker")
 def test_retry_and_delete(owner_api, bot):
