@@ -6,7 +6,8 @@ definition, then prints JSON lines: p50/p95 latency of vector, keyword and hybri
 search (hybrid = retrieval.search end to end: embedding the question, one SQL
 statement for the vector, keyword and identifier candidates, fusion, loading), HNSW
 recall@10 against exact search, keyword top-10 agreement with uncapped BM25 (up to
-200k chunks), and the server time before the first token of an answer.
+200k chunks), the server time before the first token of an answer, and the seconds
+it takes to delete the bot (unless --keep).
 
 Text (--text zipf, the default here): 40–90 words drawn from a Zipfian distribution
 over the ~21k whole English words of the embedding model's own vocabulary (which
@@ -449,6 +450,15 @@ def prewarm(chunks, model, vector, n: int) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def delete(bot, n: int) -> None:
+    """Delete the bot as its owner would (bots.services.delete_bot), and time it."""
+    from bots import services
+
+    started = time.perf_counter()
+    services.delete_bot(bot.owner, bot)
+    emit(bench="delete_bot", chunks=n, seconds=round(time.perf_counter() - started, 2))
+
+
 def _setting(name: str) -> str:
     from django.db import connection
 
@@ -547,7 +557,7 @@ def main() -> None:
         if not args.no_first_token:
             first_token(bot, queries[:20], n)
         if not (args.keep or kept):
-            bot.delete()
+            delete(bot, n)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def delete_bot(user, bot: Bot) -> int:
     with transaction.atomic():
         # Locks the row: an upload or settings change waiting on it finds the bot gone.
         Bot.objects.select_for_update().filter(pk=bot.pk).first()
-        document_count = documents.delete_files_with_bot(bot)
+        document_count = documents.prepare_bot_deletion(bot)
         Bot.objects.filter(pk=bot.pk).delete()
     return document_count
 

@@ -7,7 +7,8 @@ Import from here, never from the modules behind it, so they can move again:
 - Search (retrieval.search): search -> SearchResult (vector, keyword and identifier
   queries fused with reciprocal-rank fusion, reranked when the bot has a reranker),
   and its parts active_chunks, vector_search, keyword_search, keyword_query,
-  identifier_search, identifiers_in, rerank.
+  identifier_search, identifiers_in, rerank; drop_keyword_statistics (retrieval.keyword)
+  for a transaction that deletes a whole bot.
 - Answers and traces (retrieval.answering): answer_stream -> AnswerEvents, answer,
   export_trace, traces_of_bots, filter_traces with TRACE_FILTERS.
 - Registry (retrieval.registry): UnknownChoice; get_embedding_model, get_reranker,
@@ -41,6 +42,7 @@ from retrieval.embedding import (
     query_embedder_problem,
     warm_up,
 )
+from retrieval.keyword import drop_keyword_statistics
 from retrieval.registry import (
     CONNECTION_TEST_TIMEOUT_SECONDS,
     MAX_INDEXED_DIMENSIONS,
@@ -91,6 +93,7 @@ __all__ = [
     "RERANK_CANDIDATES",
     "SearchResult",
     "active_chunks",
+    "drop_keyword_statistics",
     "identifier_search",
     "identifiers_in",
     "keyword_query",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from documents import services as documents
@@ -175,6 +175,42 @@ def test_a_cap_below_a_terms_chunk_count_still_scores_the_rarest_terms_matches(b
     monkeypatch.setattr(keyword, "CANDIDATE_CAP", 2)  # only "duplex" (2 chunks) is looked up, not "printer" (7)
     hits = [chunk_id for chunk_id, _ in services.keyword_search(services.active_chunks(bot), "printer duplex", 5)]
     assert set(hits) == {ids["rare.txt"], ids["rarer.txt"]}
+
+
+def statistics_rows(bot_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM retrieval_keyword_statistics WHERE bot_id = %s", [bot_id])
+        return cursor.fetchone()[0]
+
+
+def test_deleting_a_bot_drops_its_statistics_at_once_and_leaves_other_bots_exact(bot, owner, index_texts):
+    from bots import services as bots
+
+    other = bots.create_bot(owner, "Printers", "The same manual.")
+    index_texts(bot, MANUAL)
+    index_texts(other, MANUAL)
+    before = keyword.statistics(other.id)
+    bots.delete_bot(owner, bot)
+    # The trigger skipped the bot's chunks: counting them down would have left negative rows
+    # behind the ones drop_keyword_statistics deleted.
+    assert statistics_rows(bot.id) == 0
+    assert keyword.statistics(other.id) == before
+    assert_statistics_exact(other.id)
+
+
+def test_a_bot_being_dropped_does_not_stop_other_bots_deletions_from_counting(bot, owner, index_texts):
+    from bots import services as bots
+
+    other = bots.create_bot(owner, "Printers", "The same manual.")
+    index_texts(bot, MANUAL)
+    index_texts(other, MANUAL)
+    with transaction.atomic():
+        keyword.drop_keyword_statistics(bot.id)
+        # One statement deleting chunks of both bots: only the dropped bot's are skipped.
+        Chunk.objects.filter(document__filename="fuser.txt").delete()
+    assert_statistics_exact(other.id)
+    assert "fuser" not in keyword.statistics(other.id)[2]
+    assert statistics_rows(bot.id) == 0
 
 
 def test_a_deleted_bots_term_statistics_are_dropped_with_it(bot, index_texts):
