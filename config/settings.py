@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from config import embedded, logs
+from config import database, embedded, logs
 from config.email import email_settings
 from config.env import env_bool, env_int, env_list, env_path, env_str
 
@@ -113,27 +113,8 @@ if database_url := env_str("DATABASE_URL"):
 else:
     DATABASES = {"default": embedded.postgres_settings(DATA_DIR)}
 if env_bool("DOCENT_DATABASE_POOL"):
-    # Web processes of `serve --web-workers N` (which sets this) borrow connections from a pool
-    # (psycopg-pool through Django's "pool" option) instead of opening one per request: a new
-    # connection costs ~10 ms and a fresh server process per request. Not in Celery workers:
-    # their pool processes are forked, and a pool's connections and threads do not survive a fork.
-
-    def _release_advisory_locks(connection) -> None:
-        # A question's answer lock is a session advisory lock (bots.services._answering): never lend one on.
-        connection.execute("SELECT pg_advisory_unlock_all()")
-
-    pool = {
-        "min_size": 1,
-        "max_size": 4,  # a web process runs its views one at a time; streams and health checks need a few more
-        "timeout": 10,  # seconds a request waits for a free connection before it fails
-        "reset": _release_advisory_locks,
-    }
-    DATABASES["default"] |= {
-        "CONN_MAX_AGE": 0,  # the pool keeps connections; Django's own persistence must be off
-        # Checked when lent: after Postgres restarts, the next request reconnects instead of failing.
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": DATABASES["default"].get("OPTIONS", {}) | {"pool": pool},
-    }
+    # Web processes of `serve` borrow connections from a pool instead of opening one per request.
+    database.use_pool(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Task queue: CELERY_BROKER_URL in production, otherwise the embedded Redis.

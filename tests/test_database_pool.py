@@ -1,4 +1,4 @@
-"""The pool of database connections web processes use (DOCENT_DATABASE_POOL, set by `serve --web-workers N`)."""
+"""The pool of database connections web processes use (config.database; `serve` gives one to every web process)."""
 
 import json
 import os

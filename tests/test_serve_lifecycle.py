@@ -279,3 +279,28 @@ def test_a_second_serve_or_beat_of_the_same_installation_refuses_to_start(start_
     first.process.send_signal(signal.SIGTERM)
     assert first.process.wait(timeout=45) == 0, first.log
     assert_all_stop(running, data_dir)
+
+
+def test_the_one_web_process_borrows_database_connections_from_a_pool(start_serve, data_dir):
+    """serve's own web process reuses pooled connections instead of opening one per request."""
+    import psycopg
+
+    serve = start_serve("--no-worker")
+    wait_for(serve.answers_http, 90, f"serve to answer on port {serve.port}")
+
+    def pooled_backends() -> set[int]:
+        for _ in range(6):  # each probe queries the database (and answers 503: no worker, no broker)
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/readyz", timeout=10).read()
+        with psycopg.connect(host=str(data_dir / "postgres"), user="postgres", dbname="docent") as database:
+            # A connection back in the pool last ran the pool's reset (config.database).
+            rows = database.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_advisory_unlock_all()'"
+                " AND state = 'idle' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return {pid for (pid,) in rows}
+
+    first, second = pooled_backends(), pooled_backends()
+    assert 1 <= len(first) <= 4 and first & second  # kept, and lent again
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=45) == 0, serve.log

@@ -32,7 +32,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
+from config.database import use_pool
 from config.embedded import process_alive
 
 ADMIN_USERNAME = "admin"
@@ -96,6 +98,10 @@ class Command(BaseCommand):
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
                 # They start afresh, so their settings can give them a pool of database connections.
                 os.environ["DOCENT_DATABASE_POOL"] = "1"
+            else:
+                # uvicorn serves in this process, whose settings are loaded: switch them to the pool.
+                connections.close_all()
+                use_pool(settings.DATABASES["default"])
             import uvicorn
 
             self.stdout.write(self.style.SUCCESS(f"Docent is ready at http://{host}:{port}/  (Ctrl-C stops it)"))
