@@ -142,7 +142,7 @@ def sentence_units(text: str, heading_path: str = "") -> list[SentenceUnit]:
             label = _label_text(group)
             context, leads = _under(path, label), True
             continue
-        for part in _SENTENCE_END.split(group):
+        for part in _sentences(group):
             sentence = " ".join(part.split())
             if len(_label_text(sentence).split()) < MIN_SENTENCE_WORDS and not _is_cjk(sentence):
                 continue
@@ -156,6 +156,21 @@ def sentence_units(text: str, heading_path: str = "") -> list[SentenceUnit]:
 
 
 _MARKDOWN_LINK = re.compile(r"!?\[([^\[\]]*)\]\([^()]*\)")
+
+
+def _sentences(text: str) -> list[str]:
+    """`text` cut at its sentence ends, except inside a Markdown link.
+
+    "[Or Popular? We Polled Americans](https://…)" is one title: cut at its "?", the
+    first half would pass for a FAQ's question and the second for its answer.
+    """
+    links = [match.span() for match in _MARKDOWN_LINK.finditer(text)]
+    parts, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        if not any(link_start < end.start() < link_end for link_start, link_end in links):
+            parts.append(text[start : end.start()])
+            start = end.end()
+    return [*parts, text[start:]]
 
 
 def _plain(text: str) -> str:

@@ -82,6 +82,20 @@ def test_a_faq_question_line_is_never_quoted_the_sentence_under_it_is():
     assert units[0].leads
 
 
+def test_a_question_mark_inside_a_markdown_link_does_not_cut_the_sentence(ask):
+    readme = (
+        "# Comma Survey\n\nThis folder contains the data behind the story [Elitist, Superfluous, Or Popular? "
+        "We Polled Americans on the Oxford Comma](https://fivethirtyeight.com/features/oxford-comma/). "
+        "The survey asked 1,129 people which sentence they preferred."
+    )  # as in fivethirtyeight's data README
+    units = sentence_units(readme, "Comma Survey")
+    assert [unit.text for unit in units][0].startswith("This folder contains the data behind the story [Elitist")
+    assert [unit.text for unit in units][0].endswith("oxford-comma/).")
+    assert not any(unit.label.startswith("Elitist") for unit in units)  # not taken for a FAQ's question
+    answer = ask("What story is the comma survey data behind?", [chunk(1, readme, "Comma Survey")])
+    assert "This folder contains the data behind the story [Elitist, Superfluous, Or Popular? We" in answer.text
+
+
 def test_the_section_answering_the_question_beats_sentences_that_only_name_the_topic(ask):
     for question in ["Where can I ask questions about PDF.js?", "Can I ask questions about PDF.js?"]:
         answer = ask(question, PDFJS)
