@@ -13,7 +13,10 @@ _MARKER = re.compile(r"\[(\d+)\]")
 
 @register.filter
 def with_citations(message) -> str:
-    """The message text, escaped, with each [n] that has a citation turned into a link to its source."""
+    """The message text, escaped, with each [n] that has a citation turned into a link to its source.
+
+    Markdown links of quoted passages become links too (http and https only).
+    """
     by_number = {citation["n"]: citation for citation in message.citations}
 
     def link(match: re.Match) -> str:
@@ -26,7 +29,25 @@ def with_citations(message) -> str:
             '<a class="cite" href="#cite-{}-{}" title="{}">[{}]</a>', message.pk, citation["n"], where, citation["n"]
         )
 
-    return mark_safe(_MARKER.sub(link, str(escape(message.text))))
+    return mark_safe(_MARKER.sub(link, _markdown_links(str(escape(message.text)))))
+
+
+# A Markdown link or image in escaped text, to an http(s) address: quoted passages keep their
+# documents' Markdown. The text part holds no brackets, so a citation marker is never inside one.
+_LINK = re.compile(r"(!?)\[([^\[\]]+)\]\((https?://[^\s()<>\"']+)\)")
+
+
+def _markdown_links(html: str) -> str:
+    """Escaped text with [text](https://…) as a link and ![alt](…) as its alt text (no remote images)."""
+
+    def render(match: re.Match) -> str:
+        image, text, url = match.groups()
+        if image:
+            return text
+        # The parts are escaped already: the URL's "&" is "&amp;", as an attribute wants it.
+        return f'<a href="{url}" target="_blank" rel="noopener noreferrer nofollow">{text}</a>'
+
+    return _LINK.sub(render, html)
 
 
 @register.filter
