@@ -149,7 +149,7 @@ def drop_keyword_statistics(bot_id: int) -> None:
 
     Call it inside that transaction, before the bot's chunks are deleted: the delete
     trigger then skips the bot's rows (it would unnest every chunk to count the bot down
-    to nothing: 35 s of deleting a million-chunk bot) and the setting ends with the
+    to nothing: about 32 of the 53 s a million-chunk bot took) and the setting ends with the
     transaction. Chunks of other bots deleted meanwhile are still counted.
     """
     with connection.cursor() as cursor:

@@ -1,7 +1,7 @@
 """Deleting a whole bot drops its term statistics instead of counting every chunk down.
 
 The delete trigger of 0008 unnests the search vector of every deleted chunk to count the
-bot's document frequencies down: 35 of the 53 s it took to delete a million-chunk bot.
+bot's document frequencies down: about 32 of the 53 s it took to delete a million-chunk bot.
 When the bot goes too, those counts are thrown away, so retrieval.keyword.drop_keyword_statistics
 deletes the bot's rows at once and names the bot in the transaction-local setting
 `docent.dropping_bot`, which this trigger now skips. Other bots' chunks deleted in the
