@@ -122,6 +122,11 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or embedded.redis_url(DATA_DIR)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A pool process that has grown past this by the end of a task is replaced by a fresh one,
+# which loads the model again (a few seconds): a bound on slow growth (allocator
+# fragmentation, caches) that would otherwise last as long as the worker. A busy worker
+# holds ~0.75-1 GB (bench/rss.py); 0 turns the bound off.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("DOCENT_WORKER_MAX_MEMORY_MB", 1536) * 1024  # in KiB
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"documents.tasks.*": {"queue": "ingest"}}
