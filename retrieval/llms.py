@@ -31,6 +31,11 @@ PLACEHOLDER_API_KEY = "none"
 MAX_QUOTED_BODY_CHARS = 300
 
 
+def load_client_library() -> None:
+    """Import the `openai` package now (~0.5 s and ~40 MB), so the first question to a provider doesn't wait for it."""
+    import openai  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str

@@ -62,6 +62,20 @@ def get_provider(name: str | None):
     return provider
 
 
+def warm_up_llm_client() -> bool:
+    """Load the LLM client library ahead of the first question if any provider is set up; whether it did.
+
+    Without it the first question to a provider after a start waited ~0.5 s for the
+    import. An installation without providers keeps the memory.
+    """
+    if not LLMProvider.objects.exists():
+        return False
+    from retrieval.llms import load_client_library
+
+    load_client_library()
+    return True
+
+
 # Long enough for a local server to load its model on the first request, short enough
 # that an admin waiting on "Test connection" gets an answer.
 CONNECTION_TEST_TIMEOUT_SECONDS = 30

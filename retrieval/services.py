@@ -13,8 +13,8 @@ Import from here, never from the modules behind it, so they can move again:
   export_trace, traces_of_bots, filter_traces with TRACE_FILTERS.
 - Registry (retrieval.registry): UnknownChoice; get_embedding_model, get_reranker,
   get_provider; create_provider, update_provider, set_provider_api_key,
-  delete_provider, test_provider; create_embedding_model, set_default_embedding_model;
-  create_reranker, delete_reranker.
+  delete_provider, test_provider, warm_up_llm_client; create_embedding_model,
+  set_default_embedding_model; create_reranker, delete_reranker.
 - Usage (retrieval.usage): usage -> Usage of BotUsage rows.
 
 Every name is re-exported unchanged, so a test that monkeypatches one here patches
@@ -61,6 +61,7 @@ from retrieval.registry import (
     set_provider_api_key,
     test_provider,
     update_provider,
+    warm_up_llm_client,
 )
 from retrieval.search import (
     CANDIDATES_PER_SEARCH,
@@ -129,6 +130,7 @@ __all__ = [
     "set_provider_api_key",
     "test_provider",
     "update_provider",
+    "warm_up_llm_client",
     # Usage
     "BotUsage",
     "Usage",
