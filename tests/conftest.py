@@ -6,6 +6,7 @@ the test database, exactly as `make run` starts it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -185,6 +186,20 @@ def session_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     worker = Worker(env, tmp_path_factory.mktemp("worker"))
     yield worker
     worker.stop()
+
+
+@contextlib.contextmanager
+def worker_instead(session_worker: Worker, env: dict, log_dir: Path, **options):
+    """A worker of the test's own, with `env` on top of the session worker's, running in its place.
+
+    The next test that needs the session's worker starts it again (celery_worker)."""
+    worker = Worker({**session_worker.env, **env}, log_dir, **options)
+    session_worker.stop()
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from django.conf import settings as django_settings
 from moto.server import ThreadedMotoServer
 
 from documents.models import Chunk, Document, Page
-from tests.conftest import Worker, fixture_bytes, wait_until_final
+from tests.conftest import fixture_bytes, wait_until_final, worker_instead
 from tests.documents.test_pipeline import upload
 
 BUCKET = "docent-uploads"
@@ -53,17 +53,10 @@ def stored_keys(client) -> list[str]:
 
 @pytest.fixture
 def s3_worker(celery_worker, s3_server, tmp_path):
-    """The session's worker makes way for one configured for the bucket, as DOCENT_S3_* configure it.
-
-    The next test that needs the session's worker starts it again (conftest's celery_worker)."""
-    env = {**celery_worker.env, **CREDENTIALS, "DOCENT_S3_BUCKET": BUCKET, "DOCENT_S3_ENDPOINT_URL": s3_server}
-    worker = Worker(env, tmp_path)
-    celery_worker.stop()
-    try:
-        worker.start()
+    """The session's worker makes way for one configured for the bucket, as DOCENT_S3_* configure it."""
+    env = {**CREDENTIALS, "DOCENT_S3_BUCKET": BUCKET, "DOCENT_S3_ENDPOINT_URL": s3_server}
+    with worker_instead(celery_worker, env, tmp_path) as worker:
         yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.mark.slow
