@@ -89,10 +89,12 @@ def test_a_conversation_follows_its_answers_lives_at_its_own_url_and_joins_the_l
     # reread is left where they are.
     stream_a_line = "document.querySelector('#messages article:last-child .answer').append(' More.\\n'.repeat(40))"
     page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(100)  # the page learns of a scroll from its scroll event, a frame later
     page.evaluate(stream_a_line)
     page.wait_for_timeout(100)
     assert page.evaluate("window.scrollY") == 0
     page.evaluate("window.scrollTo(0, document.scrollingElement.scrollHeight)")
+    page.wait_for_timeout(100)
     before = page.evaluate("window.scrollY")
     page.evaluate(stream_a_line)
     page.wait_for_timeout(100)
